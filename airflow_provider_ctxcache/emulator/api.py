@@ -1,0 +1,454 @@
+"""The API's behaviour: cachedContents CRUD, generateContent and countTokens, for both backends.
+
+Handlers take a :class:`Call` (backend, scope, API version, state), the JSON body and the
+query, and return the JSON answer or raise :class:`~.errors.ApiError`. Where the two
+backends differ (resource names, the missing-cache error, model names) :class:`Call` decides.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .answers import ContextIndex, answer, thoughts_tokens
+from .clock import NANOS, TimestampError, format_timestamp, parse_duration, parse_timestamp
+from .content import Meter, check_inline_limit, pick
+from .errors import ApiError, invalid_argument, not_found, permission_denied
+from .state import EmulatorState
+from .store import GEMINI_API, CachedContent, Scope, developer_scope, scope_prefix, vertex_scope
+from .tokens import min_tokens_for, model_id
+
+DEFAULT_TTL_NS = 3600 * NANOS
+MAX_DISPLAY_NAME = 128
+
+_DURATION_TYPE = "(type.googleapis.com/google.protobuf.Duration)"
+_VERTEX_MODEL = re.compile(
+    r"^(?:projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)/)?(?:publishers/google/)?(?:models/)?(?P<m>[^/]+)$"
+)
+_CREATE_FIELDS = {
+    "model",
+    "ttl",
+    "expireTime",
+    "expire_time",
+    "displayName",
+    "display_name",
+    "contents",
+    "systemInstruction",
+    "system_instruction",
+    "tools",
+    "toolConfig",
+    "tool_config",
+}
+_VERTEX_ONLY_FIELDS = {"encryption_spec", "encryptionSpec"}
+_UPDATE_FIELDS = {"ttl", "expireTime", "expire_time"}
+_FORBIDDEN_WITH_CACHE = (
+    ("systemInstruction", "system_instruction"),
+    ("tools", "tools"),
+    ("toolConfig", "tool_config"),
+)
+FORBIDDEN_WITH_CACHE_MESSAGE = (
+    "CachedContent can not be used with GenerateContent request setting system_instruction, "
+    "tools or tool_config.\n\nProposed fix: move those values to CachedContent from "
+    "GenerateContent request."
+)
+DEVELOPER_MISSING_CACHE = "CachedContent not found (or permission denied)"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API call's context: which backend, which scope, which API version."""
+
+    state: EmulatorState
+    backend: str
+    version: str
+    project: str = ""
+    location: str = ""
+
+    @classmethod
+    def developer(cls, state: EmulatorState, version: str) -> Call:
+        """A Developer API call."""
+        return cls(state, GEMINI_API, version)
+
+    @classmethod
+    def vertex(cls, state: EmulatorState, version: str, project: str, location: str) -> Call:
+        """A Vertex AI call under one project and location."""
+        return cls(state, "vertex_ai", version, project, location)
+
+    @property
+    def scope(self) -> Scope:
+        """The cache scope this call sees."""
+        if self.backend == GEMINI_API:
+            return developer_scope()
+        return vertex_scope(self.project, self.location)
+
+    @property
+    def is_developer(self) -> bool:
+        """Whether this is the Developer API."""
+        return self.backend == GEMINI_API
+
+    def full_model(self, mid: str) -> str:
+        """The backend's full model name of a model id."""
+        if self.is_developer:
+            return f"models/{mid}"
+        return f"projects/{self.project}/locations/{self.location}/publishers/google/models/{mid}"
+
+    def require_model(self, mid: str, method: str) -> int:
+        """The model's minimum cache size; 404 NOT_FOUND when the model is unknown."""
+        minimum = min_tokens_for(mid, self.state.min_tokens)
+        if minimum is None:
+            if self.is_developer:
+                raise not_found(
+                    f"models/{mid} is not found for API version {self.version}, or is not supported "
+                    f"for {method}. Call ListModels to see the list of available models and their "
+                    "supported methods."
+                )
+            raise not_found(
+                f"Publisher Model `{self.full_model(mid)}` was not found or your project does not "
+                "have access to it. Please ensure you are using a valid model version. For more "
+                "information, see: https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions"
+            )
+        return minimum
+
+    def cache_name(self, cache_id: str) -> str:
+        """The full resource name of a cache id in this call's scope."""
+        return f"{scope_prefix(self.scope)}cachedContents/{cache_id}"
+
+    def missing(self, name: str) -> ApiError:
+        """The error for a cache that does not exist, has expired or was deleted."""
+        if self.is_developer:
+            return permission_denied(DEVELOPER_MISSING_CACHE)
+        return not_found(f"Not found: cached content metadata for {name.rsplit('/', 1)[-1]}.")
+
+    def find(self, name: str) -> CachedContent:
+        """The live cache of that name in this scope, or the backend's missing-cache error."""
+        cache = self.state.store.get(name, self.scope)
+        if cache is None:
+            raise self.missing(name)
+        return cache
+
+    def resolve_reference(self, ref: Any) -> str:
+        """The full cache name a request's ``cachedContent`` field refers to."""
+        if not isinstance(ref, str) or not ref:
+            raise invalid_argument("Invalid value at 'cached_content': expected a resource name.")
+        if ref.startswith("projects/"):
+            return ref
+        return self.cache_name(ref.removeprefix("cachedContents/"))
+
+    def cache_model(self, value: Any) -> str:
+        """The model id of a create request's ``model``, checking its form for the backend."""
+        if not isinstance(value, str) or not value:
+            raise invalid_argument("cached_content.model is required.")
+        if self.is_developer:
+            mid = value.removeprefix("models/")
+            if "/" in mid:
+                raise invalid_argument(f"Invalid model name for cached content: {value}")
+            return mid
+        match = _VERTEX_MODEL.match(value)
+        if not match:
+            raise invalid_argument(f"Invalid model name for cached content: {value}")
+        project, location = match.group("p"), match.group("l")
+        if project is not None and (project, location) != (self.project, self.location):
+            raise invalid_argument(
+                f"The model {value} is not in the project and location of the request "
+                f"(projects/{self.project}/locations/{self.location})."
+            )
+        return match.group("m")
+
+
+def expiry_from(body: Mapping[str, Any], now_ns: int, default_ns: int | None) -> int | None:
+    """The expire time set by ``ttl`` or ``expireTime``; ``default_ns`` when neither is given."""
+    ttl = body.get("ttl")
+    expire = pick(body, "expireTime", "expire_time")
+    if ttl is not None and expire is not None:
+        raise invalid_argument(
+            "cached_content.expiration: only one of cached_content.ttl and "
+            "cached_content.expire_time may be set."
+        )
+    if ttl is not None:
+        shown = json.dumps(ttl)
+        if not isinstance(ttl, str):
+            raise invalid_argument(f"Invalid value at 'cached_content.ttl' {_DURATION_TYPE}, {shown}")
+        try:
+            ttl_ns = parse_duration(ttl)
+        except ValueError as exc:
+            raise invalid_argument(
+                f"Invalid value at 'cached_content.ttl' {_DURATION_TYPE}, {shown}"
+            ) from exc
+        if ttl_ns <= 0:
+            raise invalid_argument(f"cached_content.ttl must be positive, got {shown}.")
+        return now_ns + ttl_ns
+    if expire is not None:
+        shown = json.dumps(expire)
+        if not isinstance(expire, str):
+            raise invalid_argument(
+                "Invalid value at 'cached_content.expire_time' "
+                f"(type.googleapis.com/google.protobuf.Timestamp), {shown}"
+            )
+        try:
+            expire_ns = parse_timestamp(expire)
+        except TimestampError as exc:
+            reason = "a UTC offset is required (RFC 3339)" if exc.naive else "not an RFC 3339 timestamp"
+            raise invalid_argument(
+                "Invalid value at 'cached_content.expire_time' "
+                f"(type.googleapis.com/google.protobuf.Timestamp), {shown}: {reason}."
+            ) from exc
+        if expire_ns <= now_ns:
+            raise invalid_argument(f"cached_content.expire_time must be in the future, got {shown}.")
+        return expire_ns
+    return default_ns
+
+
+def _require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise invalid_argument("Invalid JSON payload received. Expected an object.")
+    return body
+
+
+def _refuse_unknown(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for name in body:
+        if name not in allowed:
+            raise invalid_argument(
+                f"Invalid JSON payload received. Unknown name \"{name}\" at '{where}': Cannot find field."
+            )
+
+
+def _refuse_cloud_storage(call: Call, meter: Meter) -> None:
+    if call.is_developer:
+        for uri in meter.file_uris:
+            if uri.startswith("gs://"):
+                raise invalid_argument(
+                    f"Cloud Storage URIs are not supported by the Gemini Developer API: {uri}. "
+                    "Upload the file through the Files API and use the returned file URI instead."
+                )
+
+
+async def create_cache(call: Call, body: Any) -> dict[str, Any]:
+    """``POST cachedContents``: validate, count, enforce the minimum, store."""
+    body = _require_object(body)
+    allowed = _CREATE_FIELDS if call.is_developer else _CREATE_FIELDS | _VERTEX_ONLY_FIELDS
+    _refuse_unknown(body, allowed, "cached_content")
+    mid = call.cache_model(body.get("model"))
+    minimum = call.require_model(mid, "generateContent")
+    now = call.state.clock.now_ns()
+    expire_ns = expiry_from(body, now, now + DEFAULT_TTL_NS)
+    assert expire_ns is not None
+    display_name = pick(body, "displayName", "display_name") or ""
+    if not isinstance(display_name, str) or len(display_name) > MAX_DISPLAY_NAME:
+        raise invalid_argument(
+            f"cached_content.display_name must be a string of at most {MAX_DISPLAY_NAME} characters."
+        )
+    meter = Meter()
+    system = pick(body, "systemInstruction", "system_instruction")
+    if system is not None:
+        meter.add_content(system, "cached_content.system_instruction")
+    meter.add_contents(body.get("contents"), "cached_content.contents")
+    meter.add_json(body.get("tools"))
+    meter.add_json(pick(body, "toolConfig", "tool_config"))
+    _refuse_cloud_storage(call, meter)
+    meter.check_inline_limit()
+    if meter.tokens < minimum:
+        raise invalid_argument(
+            f"The cached content is of {meter.tokens} tokens. "
+            f"The minimum token count to start caching is {minimum}."
+        )
+    encryption = pick(body, "encryptionSpec", "encryption_spec")
+    store = call.state.store
+    cache = CachedContent(
+        name=store.new_name(call.scope),
+        scope=call.scope,
+        model=call.full_model(mid),
+        display_name=display_name,
+        create_ns=now,
+        update_ns=now,
+        expire_ns=expire_ns,
+        total_tokens=meter.tokens,
+        context=ContextIndex(meter.all_text),
+        context_digest=meter.digest,
+        seq=store.next_seq(),
+        encryption_spec=encryption if isinstance(encryption, dict) else None,
+    )
+    store.add(cache)
+    return cache.resource()
+
+
+async def get_cache(call: Call, cache_id: str) -> dict[str, Any]:
+    """``GET cachedContents/{id}``."""
+    return call.find(call.cache_name(cache_id)).resource()
+
+
+async def list_caches(call: Call, query: Mapping[str, str]) -> dict[str, Any]:
+    """``GET cachedContents?pageSize&pageToken``."""
+    try:
+        page_size = int(query.get("pageSize") or query.get("page_size") or 0)
+    except ValueError as exc:
+        raise invalid_argument("Invalid value for page_size.") from exc
+    if page_size < 0:
+        raise invalid_argument("page_size must not be negative.")
+    token = query.get("pageToken") or query.get("page_token") or ""
+    page, next_token = call.state.store.page(call.scope, page_size, token)
+    result: dict[str, Any] = {}
+    if page:
+        result["cachedContents"] = [c.resource() for c in page]
+    if next_token:
+        result["nextPageToken"] = next_token
+    return result
+
+
+async def update_cache(call: Call, cache_id: str, body: Any, query: Mapping[str, str]) -> dict[str, Any]:
+    """``PATCH cachedContents/{id}``: only the expiration can change."""
+    body = _require_object(body)
+    unknown = sorted(set(body) - _UPDATE_FIELDS)
+    if unknown:
+        raise invalid_argument(
+            f"Only cached_content.ttl or cached_content.expire_time can be updated, not {', '.join(unknown)}."
+        )
+    mask = query.get("updateMask") or query.get("update_mask")
+    if mask:
+        fields = {_snake(f.strip()) for f in mask.split(",") if f.strip()}
+        if not fields <= {"ttl", "expire_time"}:
+            raise invalid_argument(f"update_mask may only name ttl or expire_time, got {mask!r}.")
+    now = call.state.clock.now_ns()
+    expire_ns = expiry_from(body, now, None)
+    if expire_ns is None:
+        raise invalid_argument("cached_content.expiration: ttl or expire_time is required.")
+    cache = call.find(call.cache_name(cache_id))
+    cache.expire_ns = expire_ns
+    cache.update_ns = now
+    return cache.resource()
+
+
+async def delete_cache(call: Call, cache_id: str) -> dict[str, Any]:
+    """``DELETE cachedContents/{id}`` -> ``{}``."""
+    name = call.cache_name(cache_id)
+    if not call.state.store.delete(name, call.scope):
+        raise call.missing(name)
+    return {}
+
+
+async def generate_content(call: Call, mid: str, body: Any) -> dict[str, Any]:
+    """``models/{m}:generateContent``: check the cache rules, answer deterministically."""
+    call.require_model(mid, "generateContent")
+    body = _require_object(body)
+    contents = body.get("contents")
+    if not contents:
+        raise invalid_argument("* GenerateContentRequest.contents: contents is not specified\n")
+    cache = _cache_for_request(call, mid, body)
+    context = Meter()
+    system = pick(body, "systemInstruction", "system_instruction")
+    if system is not None:
+        context.add_content(system, "system_instruction")
+    context.add_json(body.get("tools"))
+    context.add_json(pick(body, "toolConfig", "tool_config"))
+    if not isinstance(contents, list):
+        raise invalid_argument("Invalid value at 'contents': expected a list of Content.")
+    context.add_contents(contents[:-1], "contents")
+    prompt = Meter()
+    prompt.add_content(contents[-1], f"contents[{len(contents) - 1}]")
+    for meter in (context, prompt):
+        _refuse_cloud_storage(call, meter)
+    check_inline_limit(context.payload_bytes + prompt.payload_bytes)
+
+    config = pick(body, "generationConfig", "generation_config") or {}
+    if not isinstance(config, dict):
+        raise invalid_argument("Invalid value at 'generation_config': expected an object.")
+    max_tokens = _optional_int(pick(config, "maxOutputTokens", "max_output_tokens"), "max_output_tokens")
+    mime = pick(config, "responseMimeType", "response_mime_type")
+    thinking = pick(config, "thinkingConfig", "thinking_config") or {}
+    budget = _optional_int(pick(thinking, "thinkingBudget", "thinking_budget"), "thinking_budget") or 0
+
+    indexes = [cache.context] if cache else []
+    request_text = "\n".join(t for t in (context.all_text, *prompt.inline_texts) if t)
+    if request_text:
+        indexes.append(ContextIndex(request_text))
+    has_context = cache is not None or context.tokens > 0 or prompt.has_data
+    digest_source = "|".join([cache.context_digest if cache else "", context.digest, prompt.digest])
+    reply = answer(
+        contexts=indexes,
+        context_digest=digest_source,
+        has_context=has_context,
+        prompt=prompt.text,
+        json_mode=mime == "application/json",
+        max_output_tokens=max_tokens,
+    )
+    cached_tokens = cache.total_tokens if cache else 0
+    prompt_tokens = context.tokens + prompt.tokens + cached_tokens
+    thoughts = thoughts_tokens(budget, prompt_tokens) if budget > 0 else 0
+    usage: dict[str, Any] = {"promptTokenCount": prompt_tokens}
+    if cache:
+        usage["cachedContentTokenCount"] = cached_tokens
+    usage["candidatesTokenCount"] = reply.tokens
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    usage["totalTokenCount"] = prompt_tokens + reply.tokens + thoughts
+    result: dict[str, Any] = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": reply.text}], "role": "model"},
+                "finishReason": reply.finish_reason,
+                "index": 0,
+            }
+        ],
+        "usageMetadata": usage,
+        "modelVersion": mid,
+        "responseId": secrets.token_urlsafe(16),
+    }
+    if not call.is_developer:
+        result["createTime"] = format_timestamp(call.state.clock.now_ns(), nanos=True)
+    return result
+
+
+async def count_tokens(call: Call, mid: str, body: Any) -> dict[str, Any]:
+    """``models/{m}:countTokens`` -> ``{"totalTokens"}`` (plus cached tokens when a cache is named)."""
+    call.require_model(mid, "countTokens")
+    body = _require_object(body)
+    request = pick(body, "generateContentRequest", "generate_content_request")
+    cache = None
+    if isinstance(request, dict):
+        body = request
+        cache = _cache_for_request(call, mid, request)
+    meter = Meter()
+    system = pick(body, "systemInstruction", "system_instruction")
+    if system is not None:
+        meter.add_content(system, "system_instruction")
+    meter.add_contents(body.get("contents"), "contents")
+    meter.add_json(body.get("tools"))
+    meter.add_json(pick(body, "toolConfig", "tool_config"))
+    _refuse_cloud_storage(call, meter)
+    meter.check_inline_limit()
+    if cache is None:
+        return {"totalTokens": meter.tokens}
+    return {"totalTokens": meter.tokens + cache.total_tokens, "cachedContentTokenCount": cache.total_tokens}
+
+
+def _cache_for_request(call: Call, mid: str, body: Mapping[str, Any]) -> CachedContent | None:
+    """The cache a generate request names, after the same-model and forbidden-fields rules."""
+    ref = pick(body, "cachedContent", "cached_content")
+    if ref is None:
+        return None
+    cache = call.find(call.resolve_reference(ref))
+    if model_id(cache.model) != mid:
+        raise invalid_argument(
+            f"Model used by GenerateContent request ({call.full_model(mid)}) and CachedContent "
+            f"({cache.model}) has to be the same."
+        )
+    for camel, snake in _FORBIDDEN_WITH_CACHE:
+        if pick(body, camel, snake):
+            raise invalid_argument(FORBIDDEN_WITH_CACHE_MESSAGE)
+    return cache
+
+
+def _optional_int(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise invalid_argument(f"Invalid value at 'generation_config.{field}' (TYPE_INT32).") from exc
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()

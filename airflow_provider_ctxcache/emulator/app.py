@@ -1,0 +1,223 @@
+"""The FastAPI application: routes for both backends and all API versions, plus admin.
+
+Every API route goes through one dispatcher that parses the JSON body, checks auth, applies
+injected faults, runs the handler, renders Google-shaped errors, and counts and logs the
+request (never its headers, never a key). Routes are plain Starlette routes on the FastAPI
+app with no per-request validation layer, so the emulator stays fast under load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import api, batch
+from .api import Call
+from .auth import check_developer, check_vertex, token_endpoint
+from .errors import ApiError, invalid_argument, not_found
+from .faults import FaultConfig
+from .state import EmulatorState
+
+logger = logging.getLogger(__name__)
+
+API_VERSIONS = ("v1", "v1beta", "v1beta1")
+VERTEX_PREFIX = "/{version}/projects/{project}/locations/{location}"
+
+Handler = Callable[[Call, Request, Any], Awaitable[dict[str, Any]]]
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+
+def _logged_path(request: Request) -> str:
+    """The request path with its query, minus any API key."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+    return f"{request.url.path}?{urlencode(query)}" if query else request.url.path
+
+
+def _endpoint(
+    state: EmulatorState, op: str, vertex: bool, handler: Handler
+) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler with parsing, auth, faults, error rendering, counting and logging."""
+
+    async def endpoint(request: Request) -> Response:
+        params = request.path_params
+        raw = await request.body()
+        body: Any = None
+        try:
+            if params["version"] not in API_VERSIONS:
+                raise not_found(f"API version {params['version']} is not supported.")
+            if raw:
+                try:
+                    body = json.loads(raw)
+                except ValueError as exc:
+                    raise invalid_argument("Invalid JSON payload received.") from exc
+            if vertex:
+                check_vertex(request)
+                call = Call.vertex(state, params["version"], params["project"], params["location"])
+            else:
+                check_developer(request, state.api_key)
+                call = Call.developer(state, params["version"])
+            if state.faults.active:
+                fault = await state.faults.apply(op, call.backend)
+                if fault is not None:
+                    raise fault
+            response = _json(await handler(call, request, {} if body is None else body))
+        except ApiError as error:
+            response = error.response()
+        except Exception:
+            logger.exception("emulator: unexpected error in %s", op)
+            response = ApiError(500, "Internal error encountered.").response()
+        state.record(
+            op=op,
+            method=request.method,
+            path=_logged_path(request),
+            status=response.status_code,
+            body=body,
+            body_size=len(raw),
+        )
+        return response
+
+    return endpoint
+
+
+async def _create(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await api.create_cache(call, body)
+
+
+async def _list(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await api.list_caches(call, request.query_params)
+
+
+async def _get(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await api.get_cache(call, request.path_params["cache_id"])
+
+
+async def _update(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await api.update_cache(call, request.path_params["cache_id"], body, request.query_params)
+
+
+async def _delete(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await api.delete_cache(call, request.path_params["cache_id"])
+
+
+async def _generate(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await api.generate_content(call, request.path_params["model"], body)
+
+
+async def _count(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await api.count_tokens(call, request.path_params["model"], body)
+
+
+async def _developer_batch(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await batch.developer_batch(call, request.path_params["model"], body)
+
+
+async def _vertex_batch(call: Call, request: Request, body: Any) -> dict[str, Any]:
+    return await batch.vertex_batch(call, body)
+
+
+# (path under the backend's prefix, method, op, handler)
+_API_ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
+    ("/cachedContents", "POST", "create_cache", _create),
+    ("/cachedContents", "GET", "list_caches", _list),
+    ("/cachedContents/{cache_id}", "GET", "get_cache", _get),
+    ("/cachedContents/{cache_id}", "PATCH", "update_cache", _update),
+    ("/cachedContents/{cache_id}", "DELETE", "delete_cache", _delete),
+)
+
+
+def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
+    async def get_state(request: Request) -> Response:
+        return _json(state.snapshot())
+
+    async def get_requests(request: Request) -> Response:
+        return _json({"requests": list(state.request_log)})
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return _json({})
+
+    async def faults(request: Request) -> Response:
+        if request.method == "POST":
+            raw = await request.body()
+            try:
+                config = FaultConfig.from_json(json.loads(raw) if raw else {})
+            except ValueError:
+                return invalid_argument("faults: invalid JSON").response()
+            except ApiError as error:
+                return error.response()
+            state.faults.configure(config)
+        return _json(state.faults.config.to_json())
+
+    async def clock(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else {}
+            state.clock.advance(float(body.get("advance_seconds", 0)))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return invalid_argument(f"clock: {exc}").response()
+        return _json({"now": state.snapshot()["now"]})
+
+    async def oauth_token(request: Request) -> Response:
+        return await token_endpoint(request, state)
+
+    app.add_route("/_emulator/state", get_state, methods=["GET"])
+    app.add_route("/_emulator/requests", get_requests, methods=["GET"])
+    app.add_route("/_emulator/reset", reset, methods=["POST"])
+    app.add_route("/_emulator/faults", faults, methods=["GET", "POST"])
+    app.add_route("/_emulator/clock", clock, methods=["POST"])
+    app.add_route("/oauth2/token", oauth_token, methods=["POST"])
+
+
+def create_app(*, api_key: str | None = None, min_tokens: Mapping[str, int] | None = None) -> FastAPI:
+    """Build an emulator app with its own empty state.
+
+    ``api_key``: when set, Developer-API calls must carry exactly this key.
+    ``min_tokens``: per-model minimum cache sizes overriding the defaults in :mod:`.tokens`.
+    """
+    state = EmulatorState(api_key=api_key, min_tokens=min_tokens)
+    app = FastAPI(title="ctxcache Gemini emulator", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.emulator = state
+    _add_admin_routes(app, state)
+
+    for path, method, op, handler in _API_ROUTES:
+        app.add_route(f"/{{version}}{path}", _endpoint(state, op, False, handler), methods=[method])
+        app.add_route(f"{VERTEX_PREFIX}{path}", _endpoint(state, op, True, handler), methods=[method])
+    developer_models = "/{version}/models/{model}"
+    vertex_models = f"{VERTEX_PREFIX}/publishers/google/models/{{model}}"
+    for suffix, op, handler in (
+        (":generateContent", "generate_content", _generate),
+        (":countTokens", "count_tokens", _count),
+    ):
+        app.add_route(developer_models + suffix, _endpoint(state, op, False, handler), methods=["POST"])
+        app.add_route(vertex_models + suffix, _endpoint(state, op, True, handler), methods=["POST"])
+    app.add_route(
+        developer_models + ":batchGenerateContent",
+        _endpoint(state, "batch", False, _developer_batch),
+        methods=["POST"],
+    )
+    app.add_route(
+        f"{VERTEX_PREFIX}/batchPredictionJobs",
+        _endpoint(state, "batch", True, _vertex_batch),
+        methods=["POST"],
+    )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        code = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+        message = (
+            "Method not allowed." if code == 405 else f"The requested URL {request.url.path} was not found."
+        )
+        return ApiError(code, message).response()
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    return app

@@ -1,0 +1,78 @@
+"""Everything one emulator holds: config, clock, caches, faults, counters and the request log.
+
+Kept in memory only (no per-request disk I/O); ``POST /_emulator/reset`` empties it all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Mapping
+from typing import Any
+
+from .clock import Clock, format_timestamp
+from .faults import API_OPS, FaultInjector
+from .store import CacheStore
+from .tokens import DEFAULT_MIN_TOKENS
+
+REQUEST_LOG_SIZE = 1000
+# Bodies larger than this are logged as a size only, so the log stays small.
+LOGGED_BODY_LIMIT = 64 * 1024
+
+
+class EmulatorState:
+    """The state behind one app instance."""
+
+    def __init__(self, *, api_key: str | None = None, min_tokens: Mapping[str, int] | None = None) -> None:
+        self.api_key = api_key
+        self.min_tokens: dict[str, int] = {**DEFAULT_MIN_TOKENS, **(min_tokens or {})}
+        self.clock = Clock()
+        self.store = CacheStore(self.clock)
+        self.faults = FaultInjector()
+        self.counts: Counter[str] = Counter()
+        self.status_counts: dict[str, Counter[str]] = {op: Counter() for op in API_OPS}
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.tokens_issued = 0
+
+    def record(self, *, op: str, method: str, path: str, status: int, body: Any, body_size: int) -> None:
+        """Count one API request and append it to the log (headers are never kept)."""
+        self.counts[op] += 1
+        self.status_counts[op][str(status)] += 1
+        if body_size > LOGGED_BODY_LIMIT:
+            body = {"_truncated": True, "bytes": body_size}
+        self.request_log.append(
+            {
+                "time": format_timestamp(self.clock.now_ns()),
+                "method": method,
+                "path": path,
+                "op": op,
+                "status": status,
+                "body": body,
+            }
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The body of ``GET /_emulator/state``."""
+        caches = []
+        for cache in self.store.live():
+            resource = cache.resource()
+            resource["backend"] = cache.backend
+            caches.append(resource)
+        return {
+            "now": format_timestamp(self.clock.now_ns()),
+            "caches": caches,
+            "counts": {op: self.counts[op] for op in API_OPS},
+            "status_counts": {op: dict(self.status_counts[op]) for op in API_OPS},
+            "tokens_issued": self.tokens_issued,
+            "faults": self.faults.config.to_json(),
+        }
+
+    def reset(self) -> None:
+        """Empty caches, counts, log and faults; the clock back to real time."""
+        self.store.clear()
+        self.counts.clear()
+        for counter in self.status_counts.values():
+            counter.clear()
+        self.request_log.clear()
+        self.faults.reset()
+        self.clock.reset()
+        self.tokens_issued = 0

@@ -1,0 +1,113 @@
+"""The emulator's token-count rule and the per-model minimum cache sizes.
+
+The rule (used for cache sizes, countTokens, usageMetadata and the minimum check alike):
+
+- a text part counts ``ceil(characters / 4)`` tokens (characters are Unicode code points),
+  at least 1 for a non-empty text, 0 for an empty one;
+- an ``inlineData`` part counts ``ceil(decoded bytes / 4)`` tokens;
+- a ``fileData`` part counts a flat 258 tokens (what Gemini charges for one image);
+- any other part (functionCall, functionResponse, ...) counts
+  ``ceil(len(compact JSON of the part) / 4)``;
+- the system instruction counts like contents; ``tools`` and ``toolConfig`` count
+  ``ceil(len(compact sorted JSON) / 4)`` each.
+
+It is deliberately simple so tests can build content of an exact size: see
+:func:`text_of_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+CHARS_PER_TOKEN = 4
+FILE_DATA_TOKENS = 258
+
+# Minimum token count to start caching, per model id (without any "models/" prefix).
+# A "-NNN" version suffix of a listed model shares its minimum.
+DEFAULT_MIN_TOKENS: dict[str, int] = {
+    "gemini-2.5-flash": 1024,
+    "gemini-2.5-flash-lite": 1024,
+    "gemini-2.5-pro": 4096,
+    "gemini-2.0-flash": 4096,
+    "gemini-2.0-flash-001": 4096,
+    "gemini-3-pro-preview": 4096,
+    "gemini-3-flash-preview": 1024,
+    "gemini-1.5-flash-002": 32769,
+    "gemini-1.5-pro-002": 32769,
+}
+
+_VERSION_SUFFIX = re.compile(r"-\d{3}$")
+
+_FILLER = (
+    "the archive holds records of ships cargo ports and weather across many seasons "
+    "each ledger names a captain a route a date and the goods carried between harbours"
+)
+
+
+def text_tokens(text: str) -> int:
+    """Tokens of one text part."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+
+def bytes_tokens(size: int) -> int:
+    """Tokens of inline data of ``size`` decoded bytes."""
+    return math.ceil(size / CHARS_PER_TOKEN)
+
+
+def json_tokens(value: Any) -> int:
+    """Tokens of a structured value (tools, tool config, function calls) by its JSON length."""
+    return math.ceil(len(json.dumps(value, separators=(",", ":"), sort_keys=True)) / CHARS_PER_TOKEN)
+
+
+def text_of_tokens(n: int) -> str:
+    """A readable text of exactly ``n`` tokens under this module's rule (4 * n characters).
+
+    Sentences are numbered ("Record 7 ...") so every sentence is distinct, which makes the
+    deterministic answers of :mod:`answers` point at one sentence.
+    """
+    if n <= 0:
+        return ""
+    target = n * CHARS_PER_TOKEN
+    vocabulary = _FILLER.split()
+    pieces: list[str] = []
+    length = 0
+    i = 0
+    while length < target:
+        words = " ".join(vocabulary[(i + k) % len(vocabulary)] for k in range(8))
+        sentence = f"Record {i + 1}: {words}. "
+        pieces.append(sentence)
+        length += len(sentence)
+        i += 1
+    text = "".join(pieces)[:target]
+    return text[:-1] + "." if text.endswith(" ") else text
+
+
+def model_id(model: str) -> str:
+    """The bare model id of any model name form (``models/X``, ``.../publishers/google/models/X``)."""
+    return model.rsplit("/", 1)[-1]
+
+
+def min_tokens_for(model: str, table: Mapping[str, int]) -> int | None:
+    """The minimum cache size of ``model``, or None if the model is unknown."""
+    mid = model_id(model)
+    if mid in table:
+        return table[mid]
+    base = _VERSION_SUFFIX.sub("", mid)
+    if base != mid and base in table:
+        return table[base]
+    return None
+
+
+def part_tokens(part: Mapping[str, Any], inline_size: int) -> int:
+    """Tokens of one part; ``inline_size`` is the decoded size of its inline data, if any."""
+    if "text" in part:
+        return text_tokens(str(part["text"]))
+    if "inlineData" in part or "inline_data" in part:
+        return bytes_tokens(inline_size)
+    if "fileData" in part or "file_data" in part:
+        return FILE_DATA_TOKENS
+    return json_tokens(part)

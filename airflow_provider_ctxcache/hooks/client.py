@@ -1,0 +1,73 @@
+"""Builds the google-genai client for a connection; the hook is its only caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.genai import Client, types
+
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.hooks.settings import RETRY_STATUS_CODES, ConnectionSettings
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+EMULATOR_TOKEN = "emulator"
+
+
+def http_options(settings: ConnectionSettings, *, retry_attempts: int | None = None) -> types.HttpOptions:
+    """Timeout and retries for every call; ``retry_attempts=1`` leaves retrying to the caller."""
+    attempts = retry_attempts if retry_attempts is not None else settings.retry_attempts
+    return types.HttpOptions(
+        base_url=settings.base_url,
+        api_version=settings.api_version,
+        timeout=int(settings.timeout_seconds * 1000),
+        retry_options=types.HttpRetryOptions(
+            attempts=attempts,
+            initial_delay=settings.retry_initial_delay,
+            max_delay=settings.retry_max_delay,
+            http_status_codes=list(RETRY_STATUS_CODES),
+        ),
+    )
+
+
+def vertex_credentials(settings: ConnectionSettings) -> Any:
+    """Service-account JSON, then a key file, then a static token for a local server, else ADC (None)."""
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
+
+    if settings.service_account_info is not None:
+        try:
+            return service_account.Credentials.from_service_account_info(
+                settings.service_account_info, scopes=[CLOUD_PLATFORM_SCOPE]
+            )
+        except (ValueError, KeyError) as error:
+            # google-auth names missing fields only; its text holds no key material.
+            raise CtxCacheConfigError(
+                f"extra.service_account_json: cannot be used as a service-account key ({error}); "
+                "paste the whole key file."
+            ) from None
+    if settings.key_path is not None:
+        try:
+            return service_account.Credentials.from_service_account_file(
+                settings.key_path, scopes=[CLOUD_PLATFORM_SCOPE]
+            )
+        except (OSError, ValueError, KeyError):
+            raise CtxCacheConfigError(
+                f"extra.key_path: {settings.key_path!r} is not a readable service-account key file; "
+                "check the path on the worker and the triggerer."
+            ) from None
+    if settings.targets_local_server:
+        return user_credentials.Credentials(token=settings.api_key or EMULATOR_TOKEN)
+    return None
+
+
+def build_client(settings: ConnectionSettings, *, retry_attempts: int | None = None) -> Client:
+    options = http_options(settings, retry_attempts=retry_attempts)
+    if settings.is_vertex:
+        return Client(
+            vertexai=True,
+            project=settings.project,
+            location=settings.location,
+            credentials=vertex_credentials(settings),
+            http_options=options,
+        )
+    return Client(vertexai=False, api_key=settings.api_key, http_options=options)

@@ -1,0 +1,324 @@
+"""ContextCacheHook: the one place a google-genai client is built, for both Gemini backends."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+from google.genai import Client, types
+from google.genai.errors import APIError
+
+from airflow_provider_ctxcache.exceptions import (
+    CacheNotFoundError,
+    CtxCacheConfigError,
+    ForbiddenWithCacheError,
+    translate_api_error,
+)
+from airflow_provider_ctxcache.hooks.client import build_client
+from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
+from airflow_provider_ctxcache.validation import (
+    api_duration,
+    check_cache_name,
+    one_expiry,
+    parse_expire_time,
+    parse_ttl,
+)
+
+DEFAULT_PAGE_SIZE = 100
+
+
+class ContextCacheHook(BaseHook):
+    """Cache CRUD, token counting and generation against Gemini, sync and async.
+
+    :param ctxcache_conn_id: an Airflow connection of type ``ctxcache``.
+    :param retry_attempts: overrides the connection's retry count for this hook; the fan-out
+        engine passes 1 because it retries itself and honours the server's retryDelay.
+    """
+
+    conn_name_attr = "ctxcache_conn_id"
+    default_conn_name = "ctxcache_default"
+    conn_type = CONN_TYPE
+    hook_name = "Gemini Context Cache"
+
+    def __init__(
+        self, ctxcache_conn_id: str = default_conn_name, *, retry_attempts: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ctxcache_conn_id = ctxcache_conn_id
+        self.retry_attempts = retry_attempts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ctxcache_conn_id={self.ctxcache_conn_id!r})"
+
+    # -- connection and client -------------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        return ConnectionSettings.from_connection(self.get_connection(self.ctxcache_conn_id))
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this connection's secrets; safe even when the connection is unreadable."""
+        try:
+            return self.settings.scrub(text)
+        except Exception:
+            return text
+
+    @property
+    def backend(self) -> str:
+        return self.settings.backend
+
+    def get_conn(self) -> Client:
+        return self._client
+
+    @cached_property
+    def _client(self) -> Client:
+        self.log.info("Gemini client for connection %r: %s", self.ctxcache_conn_id, self.settings.describe())
+        try:
+            return build_client(self.settings, retry_attempts=self.retry_attempts)
+        except CtxCacheConfigError:
+            raise
+        except Exception as error:  # e.g. google.auth's DefaultCredentialsError when ADC is missing
+            raise CtxCacheConfigError(
+                f"connection {self.ctxcache_conn_id!r}: cannot build a Gemini client "
+                f"({type(error).__name__}: {self.scrub(str(error))}). "
+                "For vertex_ai set extra.service_account_json, "
+                "extra.key_path, or Application Default Credentials on the worker."
+            ) from None
+
+    @property
+    def async_client(self) -> Any:
+        """``client.aio``: the same configuration, for triggers and the fan-out engine."""
+        return self._client.aio
+
+    def close(self) -> None:
+        if "_client" in self.__dict__:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        if "_client" in self.__dict__:
+            await self._client.aio.aclose()
+
+    @contextlib.contextmanager
+    def _api_errors(self, *, cache_name: str | None = None, model: str | None = None) -> Iterator[None]:
+        """Turns SDK errors into the provider's named cases; tracebacks keep no request objects."""
+        try:
+            yield
+        except APIError as error:
+            raise translate_api_error(error, cache_name=cache_name, model=model) from None
+
+    def cache_name(self, name: Any, field: str = "cache_name") -> str:
+        return check_cache_name(name, self.backend, field)
+
+    # -- caches ------------------------------------------------------------------------------------
+
+    def create_cache(
+        self,
+        *,
+        model: str,
+        contents: Any,
+        system_instruction: Any = None,
+        tools: Any = None,
+        tool_config: Any = None,
+        ttl: Any = None,
+        expire_time: Any = None,
+        display_name: str | None = None,
+        kms_key_name: str | None = None,
+    ) -> types.CachedContent:
+        """Create a cache; with neither ``ttl`` nor ``expire_time`` the service default (1 h) applies."""
+        if not model:
+            raise CtxCacheConfigError("model: is empty; name a Gemini model, e.g. 'gemini-2.5-flash'.")
+        if kms_key_name and not self.settings.is_vertex:
+            raise CtxCacheConfigError("kms_key_name: customer-managed keys need the vertex_ai backend.")
+        ttl_text, when = _expiry(ttl, expire_time)
+        config = types.CreateCachedContentConfig(
+            contents=contents,
+            system_instruction=system_instruction,
+            tools=tools,
+            tool_config=tool_config,
+            display_name=display_name,
+            kms_key_name=kms_key_name,
+            ttl=ttl_text,
+            expire_time=when,
+        )
+        with self._api_errors(model=model):
+            cache = self._client.caches.create(model=model, config=config)
+        self.log.info(
+            "Created cache %s (model %s, %s tokens, expires %s)",
+            cache.name,
+            model,
+            _token_count(cache),
+            cache.expire_time,
+        )
+        return cache
+
+    def get_cache(self, name: str) -> types.CachedContent:
+        """The cache's metadata; raises ``CacheNotFoundError`` if it expired or was deleted."""
+        name = self.cache_name(name)
+        with self._api_errors(cache_name=name):
+            return self._client.caches.get(name=name)
+
+    async def aget_cache(self, name: str) -> types.CachedContent:
+        name = self.cache_name(name)
+        with self._api_errors(cache_name=name):
+            return await self._client.aio.caches.get(name=name)
+
+    def list_caches(
+        self, *, display_name: str | None = None, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
+    ) -> list[types.CachedContent]:
+        """Live caches over all pages; display names are not unique, so this may return several."""
+        found: list[types.CachedContent] = []
+        with self._api_errors():
+            for cache in self._client.caches.list(config=types.ListCachedContentsConfig(page_size=page_size)):
+                if display_name is None or cache.display_name == display_name:
+                    found.append(cache)
+                    if limit is not None and len(found) >= limit:
+                        break
+        return found
+
+    def update_cache_ttl(self, name: str, *, ttl: Any = None, expire_time: Any = None) -> types.CachedContent:
+        """Set a new lifetime; the service replaces the expiry, it does not add to it."""
+        name = self.cache_name(name)
+        config = _update_config(ttl, expire_time)
+        with self._api_errors(cache_name=name):
+            cache = self._client.caches.update(name=name, config=config)
+        self.log.info("Cache %s now expires %s", cache.name, cache.expire_time)
+        return cache
+
+    async def aupdate_cache_ttl(
+        self, name: str, *, ttl: Any = None, expire_time: Any = None
+    ) -> types.CachedContent:
+        name = self.cache_name(name)
+        config = _update_config(ttl, expire_time)
+        with self._api_errors(cache_name=name):
+            return await self._client.aio.caches.update(name=name, config=config)
+
+    def delete_cache(self, name: str) -> bool:
+        """True if this call deleted it, False if it was already gone: safe for teardowns and retries."""
+        name = self.cache_name(name)
+        try:
+            with self._api_errors(cache_name=name):
+                self._client.caches.delete(name=name)
+        except CacheNotFoundError:
+            self.log.info("Cache %s was already gone", name)
+            return False
+        self.log.info("Deleted cache %s", name)
+        return True
+
+    async def adelete_cache(self, name: str) -> bool:
+        name = self.cache_name(name)
+        try:
+            with self._api_errors(cache_name=name):
+                await self._client.aio.caches.delete(name=name)
+        except CacheNotFoundError:
+            return False
+        return True
+
+    # -- tokens and generation ---------------------------------------------------------------------
+
+    def count_tokens(self, *, model: str, contents: Any, system_instruction: Any = None) -> int:
+        """Tokens the contents (and system instruction) would occupy in a cache.
+
+        The Developer API's countTokens takes contents only, so there the system instruction is
+        counted as one more content; the server's own check at create time stays the authority.
+        """
+        config = None
+        if system_instruction is not None:
+            if self.settings.is_vertex:
+                config = types.CountTokensConfig(system_instruction=system_instruction)
+            else:
+                contents = [*_as_list(contents), system_instruction]
+        with self._api_errors(model=model):
+            result = self._client.models.count_tokens(model=model, contents=contents, config=config)
+        return int(result.total_tokens or 0)
+
+    def generate(
+        self, *, model: str, contents: Any, cache_name: str | None = None, config: Any = None
+    ) -> types.GenerateContentResponse:
+        """One online call; with ``cache_name`` the cached tokens are billed at the cached rate."""
+        generation_config = _generation_config(config, self.cache_name(cache_name) if cache_name else None)
+        with self._api_errors(cache_name=cache_name, model=model):
+            return self._client.models.generate_content(
+                model=model, contents=contents, config=generation_config
+            )
+
+    async def agenerate(
+        self, *, model: str, contents: Any, cache_name: str | None = None, config: Any = None
+    ) -> types.GenerateContentResponse:
+        generation_config = _generation_config(config, self.cache_name(cache_name) if cache_name else None)
+        with self._api_errors(cache_name=cache_name, model=model):
+            return await self._client.aio.models.generate_content(
+                model=model, contents=contents, config=generation_config
+            )
+
+    # -- the UI's Test button ----------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One list call without retries, so the UI's Test button answers in seconds."""
+        probe = type(self)(self.ctxcache_conn_id, retry_attempts=1)
+        try:
+            visible = len(probe.list_caches(page_size=1, limit=1))
+            where = probe.settings.describe()
+        except Exception as error:
+            return False, probe.scrub(f"{type(error).__name__}: {error}")
+        finally:
+            probe.close()
+        return True, f"Connected to {where}; listing caches works ({visible} seen on the first page)."
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """For Airflow < 3.2, which reads the form from the hook; newer versions read get_provider_info."""
+        from airflow_provider_ctxcache.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return dict(UI_FIELD_BEHAVIOUR)
+
+
+def _as_list(contents: Any) -> list[Any]:
+    return list(contents) if isinstance(contents, (list, tuple)) else [contents]
+
+
+def _expiry(ttl: Any, expire_time: Any) -> tuple[str | None, dt.datetime | None]:
+    """The API's ``ttl`` string or an aware ``expire_time``, after the shared checks."""
+    one_expiry(ttl, expire_time)
+    if ttl is not None:
+        return api_duration(parse_ttl(ttl)), None
+    if expire_time is not None:
+        return None, parse_expire_time(expire_time).astimezone(dt.timezone.utc)
+    return None, None
+
+
+def _update_config(ttl: Any, expire_time: Any) -> types.UpdateCachedContentConfig:
+    if ttl is None and expire_time is None:
+        raise CtxCacheConfigError("ttl, expire_time: give one of them to change the cache's lifetime.")
+    ttl_text, when = _expiry(ttl, expire_time)
+    return types.UpdateCachedContentConfig(ttl=ttl_text, expire_time=when)
+
+
+def _generation_config(config: Any, cache_name: str | None) -> types.GenerateContentConfig:
+    if config is None:
+        parsed = types.GenerateContentConfig()
+    elif isinstance(config, types.GenerateContentConfig):
+        parsed = config.model_copy()
+    else:
+        parsed = types.GenerateContentConfig.model_validate(config)
+    if parsed.automatic_function_calling is None:
+        # Tools live in the cache, never in these requests: the SDK's function-calling loop has nothing to do.
+        parsed.automatic_function_calling = types.AutomaticFunctionCallingConfig(disable=True)
+    if cache_name is not None:
+        present = [
+            f for f in ("system_instruction", "tools", "tool_config") if getattr(parsed, f) is not None
+        ]
+        if present:
+            raise ForbiddenWithCacheError(present)
+        parsed.cached_content = cache_name
+    return parsed
+
+
+def _token_count(cache: types.CachedContent) -> int | None:
+    return cache.usage_metadata.total_token_count if cache.usage_metadata else None
+
+
+__all__ = ["BACKENDS", "ContextCacheHook"]

@@ -1,0 +1,214 @@
+"""A ``ctxcache`` connection read once into typed, validated settings.
+
+Every field error names the connection field and the fix, and no secret ever appears in a
+message or a repr: the API key and the service-account JSON are registered with Airflow's
+secret masker the moment they are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+
+BACKENDS = ("gemini_api", "vertex_ai")
+CONN_TYPE = "ctxcache"
+DEFAULT_DEVELOPER_API_VERSION = "v1beta"  # caching is documented and tested on v1beta
+DEFAULT_LOCATION = "us-central1"
+DEFAULT_RETRY_ATTEMPTS = 5
+DEFAULT_RETRY_INITIAL_DELAY = 1.0
+DEFAULT_RETRY_MAX_DELAY = 60.0
+DEFAULT_TIMEOUT_SECONDS = 300.0
+RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
+
+
+def _mask(secret: str | None) -> None:
+    if secret:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(secret)
+
+
+def _extra(extras: Mapping[str, Any], key: str) -> Any:
+    """Extras saved by the UI form carry the ``extra__ctxcache__`` prefix; hand-written ones do not."""
+    value = extras.get(key)
+    if value in (None, ""):
+        value = extras.get(f"extra__{CONN_TYPE}__{key}")
+    return None if value == "" else value
+
+
+def is_loopback_url(url: str | None) -> bool:
+    if not url:
+        return False
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _number(extras: Mapping[str, Any], key: str, default: float, *, minimum: float, integer: bool) -> Any:
+    raw = _extra(extras, key)
+    if raw is None:
+        return int(default) if integer else default
+    try:
+        value = int(raw) if integer else float(raw)
+    except (TypeError, ValueError):
+        kind = "a whole number" if integer else "a number"
+        raise CtxCacheConfigError(
+            f"extra.{key}: {raw!r} is not {kind}; remove it to use {default:g}."
+        ) from None
+    if value < minimum:
+        raise CtxCacheConfigError(f"extra.{key}: {value} is below {minimum:g}; remove it to use {default:g}.")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionSettings:
+    """What the hook needs to build a google-genai client; secrets are kept out of the repr."""
+
+    conn_id: str
+    backend: str
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    project: str | None = None
+    location: str | None = None
+    base_url: str | None = None
+    api_version: str | None = None
+    service_account_info: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+    key_path: str | None = None
+    retry_attempts: int = DEFAULT_RETRY_ATTEMPTS
+    retry_initial_delay: float = DEFAULT_RETRY_INITIAL_DELAY
+    retry_max_delay: float = DEFAULT_RETRY_MAX_DELAY
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+
+    @property
+    def is_vertex(self) -> bool:
+        return self.backend == "vertex_ai"
+
+    @property
+    def targets_local_server(self) -> bool:
+        """A loopback base_url: the embedded emulator, which needs no Google account."""
+        return is_loopback_url(self.base_url)
+
+    def describe(self) -> str:
+        """Where calls go, for logs and the UI's Test button: never a credential."""
+        where = self.base_url or ("Vertex AI" if self.is_vertex else "the Gemini Developer API")
+        scope = f" project={self.project} location={self.location}" if self.is_vertex else ""
+        return f"{self.backend} at {where}{scope}"
+
+    def scrub(self, text: str) -> str:
+        """Text with every secret of this connection replaced, for messages built from foreign errors."""
+        secrets = [self.api_key]
+        if self.service_account_info:
+            secrets += [
+                self.service_account_info.get("private_key"),
+                self.service_account_info.get("private_key_id"),
+            ]
+        for secret in secrets:
+            if isinstance(secret, str) and secret:
+                text = text.replace(secret, "***")
+        return text
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> ConnectionSettings:
+        conn_id = str(getattr(conn, "conn_id", "") or "")
+        extras = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
+        api_key = conn.password or None
+        _mask(api_key)
+
+        backend = str(_extra(extras, "backend") or "gemini_api").strip().lower()
+        if backend not in BACKENDS:
+            raise CtxCacheConfigError(
+                f"extra.backend: {backend!r} is not a backend of connection {conn_id!r}; "
+                f"use one of {', '.join(BACKENDS)}."
+            )
+
+        base_url = _extra(extras, "base_url")
+        if base_url is not None:
+            parsed = urlparse(str(base_url))
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise CtxCacheConfigError(
+                    f"extra.base_url: {base_url!r} is not an http(s) URL; e.g. http://127.0.0.1:8765 for "
+                    "the emulator, or remove it to use Google's endpoint."
+                )
+            base_url = str(base_url).rstrip("/")
+
+        service_account_info = cls._service_account(extras)
+        key_path = _extra(extras, "key_path")
+        project = _extra(extras, "project")
+        location = _extra(extras, "location")
+        api_version = _extra(extras, "api_version")
+
+        if backend == "vertex_ai":
+            if not project and service_account_info:
+                project = service_account_info.get("project_id")
+            if not project:
+                raise CtxCacheConfigError(
+                    f"extra.project: connection {conn_id!r} uses vertex_ai and needs "
+                    "a Google Cloud project id."
+                )
+            location = location or DEFAULT_LOCATION
+        else:
+            if not api_key:
+                raise CtxCacheConfigError(
+                    f"password: connection {conn_id!r} uses gemini_api and needs an API key in its "
+                    "password field (any value works against the local emulator)."
+                )
+            if service_account_info or key_path:
+                raise CtxCacheConfigError(
+                    "extra.service_account_json, extra.key_path: service-account credentials are for "
+                    "vertex_ai; set extra.backend to vertex_ai or remove them."
+                )
+            api_version = api_version or DEFAULT_DEVELOPER_API_VERSION
+
+        return cls(
+            conn_id=conn_id,
+            backend=backend,
+            api_key=api_key,
+            project=str(project) if project else None,
+            location=str(location) if location else None,
+            base_url=base_url,
+            api_version=str(api_version) if api_version else None,
+            service_account_info=service_account_info,
+            key_path=str(key_path) if key_path else None,
+            retry_attempts=_number(extras, "retry_attempts", DEFAULT_RETRY_ATTEMPTS, minimum=1, integer=True),
+            retry_initial_delay=_number(
+                extras, "retry_initial_delay", DEFAULT_RETRY_INITIAL_DELAY, minimum=0, integer=False
+            ),
+            retry_max_delay=_number(
+                extras, "retry_max_delay", DEFAULT_RETRY_MAX_DELAY, minimum=0, integer=False
+            ),
+            timeout_seconds=_number(extras, "timeout", DEFAULT_TIMEOUT_SECONDS, minimum=1, integer=False),
+        )
+
+    @staticmethod
+    def _service_account(extras: Mapping[str, Any]) -> dict[str, Any] | None:
+        raw = _extra(extras, "service_account_json")
+        if raw is None:
+            return None
+        if isinstance(raw, str):
+            _mask(raw)
+            try:
+                info = json.loads(raw)
+            except ValueError:
+                raise CtxCacheConfigError(
+                    "extra.service_account_json: is not valid JSON; paste the whole key file downloaded "
+                    "from the Google Cloud console."
+                ) from None
+        else:
+            info = raw
+        if not isinstance(info, dict) or info.get("type") != "service_account":
+            raise CtxCacheConfigError(
+                'extra.service_account_json: is not a service-account key (its "type" must be '
+                '"service_account"); paste the whole key file.'
+            )
+        _mask(info.get("private_key"))
+        _mask(info.get("private_key_id"))
+        return info

@@ -1,0 +1,77 @@
+"""Shared fixtures: one real emulator process per test session, reset before each test.
+
+Also a guard: any socket connection to an address outside 127.0.0.0/8 or ::1 fails the test,
+so nothing in the suite can reach the internet or a cloud metadata server by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from airflow_provider_ctxcache.emulator.process import EmulatorProcess
+
+# The SDK and google-auth read these; a developer's own shell must not leak into tests.
+for _var in (
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_CLOUD_LOCATION",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+):
+    os.environ.pop(_var, None)
+os.environ.setdefault("NO_GCE_CHECK", "True")
+# Airflow writes config and logs under AIRFLOW_HOME: never the developer's ~/airflow.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ctxcache-airflow-home-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(address: Any) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths
+        return True
+    host = address[0]
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    if not _is_local(address):
+        raise OSError(f"test tried to reach {address!r}: only loopback is allowed in this suite")
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    if not _is_local(address):
+        raise OSError(f"test tried to reach {address!r}: only loopback is allowed in this suite")
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    with EmulatorProcess() as process:
+        yield process
+
+
+@pytest.fixture
+def emulator(emulator_process: EmulatorProcess) -> EmulatorProcess:
+    """The session's emulator, emptied: no caches, no counts, no faults, clock at real time."""
+    emulator_process.admin.reset()
+    return emulator_process

@@ -1,0 +1,153 @@
+"""Injected latency, 429/503 errors and the rpm quota, seen through the real SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from google import genai
+from google.genai import errors, types
+
+from airflow_provider_ctxcache.emulator.process import EmulatorProcess
+
+from .conftest import MODEL, Backend
+
+
+def _count(backend: Backend) -> int | None:
+    return backend.client.models.count_tokens(model=MODEL, contents="abcd").total_tokens
+
+
+def _status_of(backend: Backend) -> int:
+    try:
+        _count(backend)
+    except errors.APIError as error:
+        return error.code
+    return 200
+
+
+def test_latency_delays_every_selected_request(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(latency_ms=200, ops=["count_tokens"])
+
+    started = time.perf_counter()
+    _count(backend)
+    delayed = time.perf_counter() - started
+    started = time.perf_counter()
+    list(backend.client.caches.list())
+    undelayed = time.perf_counter() - started
+
+    assert delayed >= 0.2
+    assert undelayed < 0.2
+
+
+def test_latency_does_not_block_other_requests(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(latency_ms=300)
+
+    async def many() -> None:
+        await asyncio.gather(
+            *(backend.client.aio.models.count_tokens(model=MODEL, contents="abcd") for _ in range(20))
+        )
+
+    started = time.perf_counter()
+    asyncio.run(many())
+
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_429_carries_quota_failure_and_retry_info(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_429=1.0, retry_delay_s=7)
+
+    with pytest.raises(errors.ClientError) as caught:
+        _count(backend)
+
+    assert (caught.value.code, caught.value.status) == (429, "RESOURCE_EXHAUSTED")
+    details = caught.value.details["error"]["details"]
+    by_type = {d["@type"]: d for d in details}
+    assert by_type["type.googleapis.com/google.rpc.RetryInfo"]["retryDelay"] == "7s"
+    assert "type.googleapis.com/google.rpc.QuotaFailure" in by_type
+    if backend.is_vertex:
+        assert caught.value.message == "Resource exhausted. Please try again later."
+
+
+def test_a_503_says_the_model_is_overloaded(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_503=1.0)
+
+    with pytest.raises(errors.ServerError) as caught:
+        _count(backend)
+
+    assert (caught.value.code, caught.value.status) == (503, "UNAVAILABLE")
+    assert caught.value.message == "The model is overloaded. Please try again later."
+
+
+def test_error_rates_are_deterministic_for_a_seed(developer: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_429=0.3, error_rate_503=0.3, seed=7)
+    first = [_status_of(developer) for _ in range(30)]
+    emulator.admin.faults(error_rate_429=0.3, error_rate_503=0.3, seed=7)
+    second = [_status_of(developer) for _ in range(30)]
+
+    assert first == second
+    assert {200, 429, 503} == set(first)
+
+
+def test_the_rpm_limit_refuses_requests_over_the_window(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(rpm_limit=3)
+
+    statuses = [_status_of(backend) for _ in range(5)]
+
+    assert statuses == [200, 200, 200, 429, 429]
+    with pytest.raises(errors.ClientError) as caught:
+        _count(backend)
+    retry = next(d for d in caught.value.details["error"]["details"] if d["@type"].endswith("RetryInfo"))
+    assert 1 <= int(retry["retryDelay"].removesuffix("s")) <= 60
+
+
+def test_a_faulted_create_creates_nothing(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_429=1.0, ops=["create_cache"])
+
+    with pytest.raises(errors.ClientError):
+        backend.create_cache()
+
+    state = emulator.admin.state()
+    assert state["caches"] == []
+    assert state["status_counts"]["create_cache"] == {"429": 1}
+
+
+def test_faults_apply_only_to_the_selected_ops(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_503=1.0, ops=["generate_content"])
+
+    assert _count(backend) == 1
+    with pytest.raises(errors.ServerError):
+        backend.client.models.generate_content(model=MODEL, contents="hi")
+
+
+def test_the_sdk_retries_through_injected_errors_when_told_to(emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_503=0.5, seed=1)
+    retrying = genai.Client(
+        api_key="k",
+        http_options=types.HttpOptions(
+            base_url=emulator.url,
+            api_version="v1beta",
+            retry_options=types.HttpRetryOptions(attempts=10, initial_delay=0.01, max_delay=0.02),
+        ),
+    )
+
+    for _ in range(5):
+        assert retrying.models.count_tokens(model=MODEL, contents="abcd").total_tokens == 1
+
+    counts = emulator.admin.state()["status_counts"]["count_tokens"]
+    assert counts["200"] == 5
+    assert counts.get("503", 0) > 0
+
+
+def test_clearing_faults_restores_normal_service(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_503=1.0)
+    emulator.admin.faults()
+
+    assert _count(backend) == 1
+
+
+def test_an_invalid_fault_config_is_refused(emulator: EmulatorProcess) -> None:
+    for body in ({"error_rate_429": 1.5}, {"ops": ["no_such_op"]}, {"latency": 5}):
+        response = httpx.post(f"{emulator.url}/_emulator/faults", json=body)
+        assert (response.status_code, response.json()["error"]["status"]) == (400, "INVALID_ARGUMENT")

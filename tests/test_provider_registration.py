@@ -1,0 +1,47 @@
+"""Airflow discovers the provider, its hook and the ``ctxcache`` connection form."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from airflow.providers_manager import ProvidersManager
+from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+
+def test_providers_manager_sees_the_distribution() -> None:
+    provider = ProvidersManager().providers["airflow-provider-ctxcache"]
+    assert provider.data["package-name"] == "airflow-provider-ctxcache"
+
+
+def test_connection_type_maps_to_the_hook() -> None:
+    hook = ProvidersManagerTaskRuntime().hooks["ctxcache"]
+    assert hook is not None
+    assert hook.hook_class_name == "airflow_provider_ctxcache.hooks.ContextCacheHook"
+    assert hook.hook_name == "Gemini Context Cache"
+    assert hook.connection_id_attribute_name == "ctxcache_conn_id"
+
+
+def test_connection_form_has_the_fields_and_marks_the_secret() -> None:
+    widgets = ProvidersManager().connection_form_widgets
+    fields = {k.removeprefix("extra__ctxcache__") for k in widgets if k.startswith("extra__ctxcache__")}
+    assert {"backend", "project", "location", "base_url", "api_version", "service_account_json"} <= fields
+    assert widgets["extra__ctxcache__service_account_json"].is_sensitive
+    assert not widgets["extra__ctxcache__project"].is_sensitive
+
+
+def test_connection_form_hides_unused_fields_and_relabels_the_key() -> None:
+    behaviour = ProvidersManager().field_behaviours["ctxcache"]
+    assert {"host", "schema", "login", "port"} <= set(behaviour["hidden_fields"])
+    assert "API key" in behaviour["relabeling"]["password"]
+
+
+def test_airflow_cli_lists_the_provider(tmp_path: Path) -> None:
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    airflow = Path(sys.executable).with_name("airflow")
+    listed = subprocess.run(
+        [str(airflow), "providers", "list"], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "airflow-provider-ctxcache" in listed.stdout
