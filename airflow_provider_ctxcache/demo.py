@@ -1,83 +1,106 @@
-"""``make demo``: the cache lifecycle against the embedded emulator, with no Google account.
+"""``make demo``: the example DAG ``ctxcache_fanout`` run by real Airflow against the embedded emulator.
 
-Starts the emulator, points the ``ctxcache_default`` connection at it, caches a sample
-contract, asks questions that reference the cache, prints the answers and the cached-token
-counts, deletes the cache, shows that nothing is left, and stops the emulator.
+No Google account: the emulator answers on 127.0.0.1, Airflow runs on a throw-away SQLite home,
+and the connection comes from ``AIRFLOW_CONN_CTXCACHE_DEFAULT``. The demo prints the answers
+and the cached-token counts read back from XCom, then shows that no cache is left.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import subprocess
 import sys
 import tempfile
-from importlib import resources
+from pathlib import Path
+from typing import Any
 
-MODEL = "gemini-2.5-flash"
-QUESTIONS = (
-    "How many days does the Customer have to pay an undisputed invoice?",
-    "What notice period applies to termination for convenience?",
-    "Where may the Supplier keep personal data?",
-    "What is the cap on service credits?",
-)
-SYSTEM_INSTRUCTION = "You answer questions about the contract below, quoting the clause you rely on."
+DAG_ID = "ctxcache_fanout"
 
 
-def sample_contract() -> str:
-    return resources.files("airflow_provider_ctxcache").joinpath("data/sample_contract.txt").read_text()
+def example_dags_folder() -> Path:
+    """The repository's example_dags/, next to the package in a source checkout."""
+    folder = Path(__file__).resolve().parent.parent / "example_dags"
+    if not (folder / f"{DAG_ID}.py").is_file():
+        raise SystemExit(
+            f"demo: {folder} has no {DAG_ID}.py; run the demo from a checkout of the repository."
+        )
+    return folder
+
+
+def airflow(*args: str, env: dict[str, str], log: Path) -> None:
+    command = [str(Path(sys.executable).with_name("airflow")), *args]
+    with log.open("a") as out:
+        done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=900)
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-40:])
+        raise SystemExit(f"demo: `airflow {' '.join(args)}` failed ({done.returncode}); log {log}:\n{tail}")
+
+
+def read_results(home: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The create task's facts and each mapped ask's results, from the run's XCom rows."""
+    os.environ["AIRFLOW_HOME"] = str(home)
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter(XComModel.dag_id == DAG_ID).all()
+        created = {row.key: row.value for row in rows if row.task_id == "create_cache"}
+        asks = sorted(
+            (row.map_index, row.value) for row in rows if row.task_id == "ask" and row.key == "return_value"
+        )
+    return created, [value for _, value in asks]
 
 
 def main() -> int:
-    # Airflow writes its config under AIRFLOW_HOME on import: keep the demo out of ~/airflow.
-    os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="ctxcache-demo-"))
-    for noisy in ("httpx", "httpx2"):  # one INFO line per request would bury the answers
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     from airflow_provider_ctxcache.emulator import EmulatorProcess
-    from airflow_provider_ctxcache.hooks import ContextCacheHook
 
+    home = Path(tempfile.mkdtemp(prefix="ctxcache-demo-"))
+    log = home / "airflow.log"
     with EmulatorProcess() as emulator:
-        print(f"emulator: {emulator.url}")
-        os.environ["AIRFLOW_CONN_CTXCACHE_DEFAULT"] = json.dumps(
-            {
-                "conn_type": "ctxcache",
-                "password": "demo-key",
-                "extra": {"backend": "gemini_api", "base_url": emulator.url},
-            }
-        )
-        hook = ContextCacheHook()
-        contract = sample_contract()
-        tokens = hook.count_tokens(model=MODEL, contents=[contract], system_instruction=SYSTEM_INSTRUCTION)
-        cache = hook.create_cache(
-            model=MODEL,
-            contents=[contract],
-            system_instruction=SYSTEM_INSTRUCTION,
-            ttl="15m",
-            display_name="ctxcache-demo",
-        )
-        assert cache.name
-        print(f"created {cache.name}: {tokens} tokens, expires {cache.expire_time:%H:%M:%S} UTC\n")
+        print(f"emulator:     {emulator.url}")
+        print(f"airflow home: {home} (SQLite; full log in {log.name})")
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(example_dags_folder()),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_CONN_CTXCACHE_DEFAULT": json.dumps(
+                {
+                    "conn_type": "ctxcache",
+                    "password": "demo-key",
+                    "extra": {"backend": "gemini_api", "base_url": emulator.url},
+                }
+            ),
+        }
+        airflow("db", "migrate", env=env, log=log)
+        print(f"running:      airflow dags test {DAG_ID}")
+        airflow("dags", "test", DAG_ID, env=env, log=log)
 
+        created, asks = read_results(home)
+        print(
+            f"\ncache {created.get('return_value')}: "
+            f"{created.get('token_count')} tokens of {created.get('model')}\n"
+        )
         cached_total = prompt_total = 0
-        for question in QUESTIONS:
-            response = hook.generate(model=MODEL, contents=question, cache_name=cache.name)
-            usage = response.usage_metadata
-            cached = (usage.cached_content_token_count or 0) if usage else 0
-            prompt = (usage.prompt_token_count or 0) if usage else 0
-            cached_total += cached
-            prompt_total += prompt
-            print(f"Q: {question}\nA: {response.text}\n   prompt tokens {prompt}, of which cached {cached}\n")
-
+        for ask in asks:
+            for key, result in ask["results"].items():
+                usage = result.get("usage", {})
+                cached_total += usage.get("cached_content_token_count") or 0
+                prompt_total += usage.get("prompt_token_count") or 0
+                print(f"[{key}] {result.get('text', result.get('error'))}")
+                print(
+                    f"        prompt tokens {usage.get('prompt_token_count')}, "
+                    f"cached {usage.get('cached_content_token_count')}"
+                )
         share = cached_total / prompt_total if prompt_total else 0.0
         print(
-            f"cached tokens: {cached_total} of {prompt_total} prompt tokens ({share:.0%}) "
-            "billed at the cached rate"
+            f"\ncached tokens: {cached_total} of {prompt_total} prompt tokens ({share:.0%}) "
+            "at the cached rate"
         )
-        hook.delete_cache(cache.name)
         left = emulator.admin.state()["caches"]
-        print(f"deleted {cache.name}; caches left on the emulator: {len(left)}")
-        hook.close()
-        return 0 if not left else 1
+        print(f"caches left on the emulator after the teardown: {len(left)}")
+        return 0 if not left and asks else 1
 
 
 if __name__ == "__main__":

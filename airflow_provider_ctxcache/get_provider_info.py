@@ -86,6 +86,29 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_ctxcache.hooks.context_cache"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Gemini Context Cache",
+                "python-modules": [
+                    "airflow_provider_ctxcache.operators.create_cache",
+                    "airflow_provider_ctxcache.operators.generate",
+                    "airflow_provider_ctxcache.operators.extend_ttl",
+                    "airflow_provider_ctxcache.operators.delete_cache",
+                ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Gemini Context Cache",
+                "python-modules": ["airflow_provider_ctxcache.sensors.cache_expiry"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Gemini Context Cache",
+                "python-modules": ["airflow_provider_ctxcache.triggers.cache_expiry"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "ctxcache",

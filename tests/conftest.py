@@ -11,6 +11,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +29,20 @@ for _var in (
 ):
     os.environ.pop(_var, None)
 os.environ.setdefault("NO_GCE_CHECK", "True")
-# Airflow writes config and logs under AIRFLOW_HOME: never the developer's ~/airflow.
-os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ctxcache-airflow-home-")
+# Airflow reads its config when first imported (during collection), so its home, database and
+# DAGs folder are fixed here: a fresh SQLite home per session, never the developer's ~/airflow.
+# The DAGs folder holds the shipped example DAGs and the test-only DAGs, linked side by side.
+REPO = Path(__file__).resolve().parent.parent
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ctxcache-airflow-home-"))
+DAGS_FOLDER = AIRFLOW_HOME / "dags"
+DAGS_FOLDER.mkdir()
+_DAG_FILES = [*(REPO / "example_dags").glob("*.py"), *(REPO / "tests" / "dags" / "dag_files").glob("*.py")]
+for _dag_file in sorted(_DAG_FILES):
+    (DAGS_FOLDER / _dag_file.name).symlink_to(_dag_file)
+os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -1,7 +1,7 @@
 """Deterministic answers that depend on the prompt and on the context.
 
 The answer is the context sentence sharing the most words with the prompt (ties: the
-earliest), followed by a short digest of (context, prompt), e.g.
+longest, then the earliest), followed by a short digest of (context, prompt), e.g.
 ``"Record 7: the archive holds ... [ctx 1a2b3c4d]"``. With no context it says so and echoes
 the prompt. The same request always gets the same answer; a different prompt or a different
 cached/inline context gets a different one, so tests can assert on content.
@@ -18,6 +18,63 @@ from .tokens import CHARS_PER_TOKEN, text_tokens
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"\w+")
+# Words that say nothing about which sentence answers a question.
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "may",
+        "must",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+_STEM = 6  # words are compared on their first letters, so "terminate" meets "termination"
+_TIE_SCAN = 64  # tied sentences examined for the longest one
+
+
+def words(text: str) -> set[str]:
+    """The comparable words of a text: lower-case, no stopwords, cut to a common stem."""
+    return {w[:_STEM] for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
 
 NO_CONTEXT = "No context was provided."
 NO_TEXT = "The context has no text to quote."
@@ -44,7 +101,7 @@ class ContextIndex:
         self.sentences = [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
         positions: dict[str, list[int]] = {}
         for i, sentence in enumerate(self.sentences):
-            for word in set(_WORD.findall(sentence.lower())):
+            for word in words(sentence):
                 positions.setdefault(word, []).append(i)
         self.postings = {word: _bitset(indices, len(self.sentences)) for word, indices in positions.items()}
         self._everything = (1 << len(self.sentences)) - 1
@@ -52,13 +109,13 @@ class ContextIndex:
     def best(self, prompt: str) -> tuple[int, str]:
         """(score, sentence): the sentence sharing the most distinct words with the prompt.
 
-        Ties go to the earliest sentence; with no shared word, the first sentence (score 0);
-        with no sentence at all, score -1.
+        Ties go to the longest sentence (a clause rather than its heading), then the earliest;
+        with no shared word, the first sentence (score 0); with no sentence at all, score -1.
         """
         if not self.sentences:
             return -1, ""
         planes: list[int] = []  # planes[k]: sentences whose count has bit k set
-        for word in set(_WORD.findall(prompt.lower())):
+        for word in words(prompt):
             carry = self.postings.get(word, 0)
             level = 0
             while carry:
@@ -72,8 +129,21 @@ class ContextIndex:
             narrowed = candidates & planes[level]
             if narrowed:
                 candidates, score = narrowed, score + (1 << level)
-        first = (candidates & -candidates).bit_length() - 1
-        return score, self.sentences[first]
+        if score == 0:
+            return 0, self.sentences[0]
+        return score, self._longest(candidates)
+
+    def _longest(self, candidates: int) -> str:
+        best = ""
+        for _ in range(_TIE_SCAN):
+            if not candidates:
+                break
+            lowest = candidates & -candidates
+            sentence = self.sentences[lowest.bit_length() - 1]
+            if len(sentence) > len(best):
+                best = sentence
+            candidates ^= lowest
+        return best
 
 
 def _bitset(indices: list[int], size: int) -> int:

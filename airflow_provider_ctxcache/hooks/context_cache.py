@@ -60,6 +60,17 @@ class ContextCacheHook(BaseHook):
     def settings(self) -> ConnectionSettings:
         return ConnectionSettings.from_connection(self.get_connection(self.ctxcache_conn_id))
 
+    async def aload_settings(self) -> ConnectionSettings:
+        """Reads the connection without blocking the event loop; async methods call it first.
+
+        In the triggerer the sync lookup would block every other trigger, so async code paths
+        fetch the connection with ``aget_connection`` and fill the same cache ``settings`` uses.
+        """
+        if "settings" not in self.__dict__:
+            conn = await self.aget_connection(self.ctxcache_conn_id)
+            self.__dict__["settings"] = ConnectionSettings.from_connection(conn)
+        return self.settings
+
     def scrub(self, text: str) -> str:
         """``text`` without this connection's secrets; safe even when the connection is unreadable."""
         try:
@@ -162,6 +173,7 @@ class ContextCacheHook(BaseHook):
             return self._client.caches.get(name=name)
 
     async def aget_cache(self, name: str) -> types.CachedContent:
+        await self.aload_settings()
         name = self.cache_name(name)
         with self._api_errors(cache_name=name):
             return await self._client.aio.caches.get(name=name)
@@ -191,6 +203,7 @@ class ContextCacheHook(BaseHook):
     async def aupdate_cache_ttl(
         self, name: str, *, ttl: Any = None, expire_time: Any = None
     ) -> types.CachedContent:
+        await self.aload_settings()
         name = self.cache_name(name)
         config = _update_config(ttl, expire_time)
         with self._api_errors(cache_name=name):
@@ -209,6 +222,7 @@ class ContextCacheHook(BaseHook):
         return True
 
     async def adelete_cache(self, name: str) -> bool:
+        await self.aload_settings()
         name = self.cache_name(name)
         try:
             with self._api_errors(cache_name=name):
@@ -248,6 +262,7 @@ class ContextCacheHook(BaseHook):
     async def agenerate(
         self, *, model: str, contents: Any, cache_name: str | None = None, config: Any = None
     ) -> types.GenerateContentResponse:
+        await self.aload_settings()
         generation_config = _generation_config(config, self.cache_name(cache_name) if cache_name else None)
         with self._api_errors(cache_name=cache_name, model=model):
             return await self._client.aio.models.generate_content(

@@ -1,0 +1,31 @@
+"""The async fan-out engine behind GenerateWithCacheOperator."""
+
+from __future__ import annotations
+
+from airflow_provider_ctxcache.fanout.engine import (
+    MAX_CONCURRENCY,
+    MIN_CONCURRENCY,
+    FanoutCacheNotFoundError,
+    FanoutFailedError,
+    FanoutResult,
+    FanoutSummary,
+    KeyResult,
+    Usage,
+    answer_of,
+    check_max_concurrency,
+    run_fanout,
+)
+
+__all__ = [
+    "MAX_CONCURRENCY",
+    "MIN_CONCURRENCY",
+    "FanoutCacheNotFoundError",
+    "FanoutFailedError",
+    "FanoutResult",
+    "FanoutSummary",
+    "KeyResult",
+    "Usage",
+    "answer_of",
+    "check_max_concurrency",
+    "run_fanout",
+]

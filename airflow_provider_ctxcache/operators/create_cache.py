@@ -1,0 +1,216 @@
+"""CreateCacheOperator: one cache per run (or per content), never a second one on retry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from google.genai import types
+
+from airflow_provider_ctxcache.contents import ContentBuilder, configured_allowed_roots, fingerprint
+from airflow_provider_ctxcache.exceptions import CacheTooSmallError, CtxCacheConfigError
+from airflow_provider_ctxcache.models import min_cache_tokens, model_id
+from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
+from airflow_provider_ctxcache.validation import one_expiry, parse_expire_time, parse_ttl
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+REUSE_MODES = ("run", "content", "never")
+DEFAULT_TTL = "1h"
+DISPLAY_NAME_LIMIT = 128
+
+
+def cache_key(
+    reuse: str, *, fingerprint_hex: str, dag_id: str, task_id: str, run_id: str, map_index: int
+) -> str:
+    """The display-name suffix that finds this cache again after a retry or in another run.
+
+    "run" binds it to (dag_id, task_id, run_id, map_index) and the content, never try_number,
+    because XCom is cleared when a task retries; "content" binds it to the content alone.
+    """
+    if reuse == "content":
+        return f"ctxcache:c:{fingerprint_hex[:24]}"
+    run = hashlib.sha256(f"{dag_id}\0{task_id}\0{run_id}\0{map_index}".encode()).hexdigest()
+    return f"ctxcache:r:{run[:16]}:{fingerprint_hex[:16]}"
+
+
+def _map_index(ti: Any) -> int:
+    index = getattr(ti, "map_index", None)
+    return -1 if index is None else int(index)
+
+
+def keyed_display_name(prefix: str, key: str) -> str:
+    room = DISPLAY_NAME_LIMIT - len(key) - 1
+    return f"{prefix[:room]} {key}" if prefix else key
+
+
+class CreateCacheOperator(CtxCacheBaseOperator):
+    """Create a Gemini context cache, or find the one this run (or this content) already made.
+
+    :param model: e.g. ``gemini-2.5-flash``.
+    :param contents: strings, ``{"text": ...}``, ``{"file": PATH}`` (file or folder under
+        ``allowed_roots``) and ``{"uri": URI, "mime_type": ...}`` items.
+    :param system_instruction: cached with the content (requests that use the cache cannot set one).
+    :param tools: cached tool declarations; ``tool_config`` likewise.
+    :param ttl: ``"90m"``, ``"2h"``, ``"3600s"``, seconds or a timedelta (default ``"1h"``
+        when ``expire_time`` is not set either).
+    :param expire_time: a timezone-aware time in the future, instead of ``ttl``.
+    :param display_name: a readable prefix; the provider appends its reuse key.
+    :param reuse: ``"run"`` (a retry or re-run of this task in this DAG run finds its cache),
+        ``"content"`` (any run with the same model and content reuses a live cache with at least
+        ``min_remaining_ttl`` left) or ``"never"``.
+    :param min_remaining_ttl: for ``reuse="content"``, how much life a cache needs to be reused.
+    :param allowed_roots: folders local files may be read from; default ``[ctxcache] allowed_roots``.
+    :param min_tokens: override the model's minimum cache size checked before creating.
+    :return: the cache's full name; XCom also gets ``expire_time``, ``token_count``, ``model``, ``reused``.
+    """
+
+    template_fields: Sequence[str] = (
+        "model",
+        "contents",
+        "system_instruction",
+        "ttl",
+        "expire_time",
+        "display_name",
+        "reuse",
+        "min_remaining_ttl",
+    )
+    template_fields_renderers = {"contents": "json", "system_instruction": "md"}
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        contents: Any,
+        system_instruction: str | None = None,
+        tools: list[Any] | None = None,
+        tool_config: Any = None,
+        ttl: Any = None,
+        expire_time: Any = None,
+        display_name: str | None = None,
+        reuse: str = "run",
+        min_remaining_ttl: Any = "10m",
+        allowed_roots: Sequence[str] | None = None,
+        min_tokens: int | None = None,
+        kms_key_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.contents = contents
+        self.system_instruction = system_instruction
+        self.tools = tools
+        self.tool_config = tool_config
+        self.ttl = ttl
+        self.expire_time = expire_time
+        self.display_name = display_name
+        self.reuse = reuse
+        self.min_remaining_ttl = min_remaining_ttl
+        self.allowed_roots = allowed_roots
+        self.min_tokens = min_tokens
+        self.kms_key_name = kms_key_name
+
+    def execute(self, context: Context) -> str:
+        plan = self._plan(context)
+        hook = self.hook
+        existing = self._find_reusable(plan["display_name"], plan["min_remaining"])
+        if existing is not None:
+            self.log.info(
+                "Reusing cache %s (display name %r, expires %s)",
+                existing.name,
+                existing.display_name,
+                existing.expire_time,
+            )
+            return self._push(context, existing, reused=True)
+
+        tokens = hook.count_tokens(
+            model=plan["model"], contents=plan["parts"], system_instruction=self.system_instruction
+        )
+        minimum = self.min_tokens if self.min_tokens is not None else min_cache_tokens(plan["model"])
+        if tokens < minimum:
+            raise CacheTooSmallError(tokens, minimum, plan["model"])
+        cache = hook.create_cache(
+            model=plan["model"],
+            contents=plan["parts"],
+            system_instruction=self.system_instruction,
+            tools=self.tools,
+            tool_config=self.tool_config,
+            ttl=plan["ttl"],
+            expire_time=plan["expire_time"],
+            display_name=plan["display_name"],
+            kms_key_name=self.kms_key_name,
+        )
+        return self._push(context, cache, reused=False)
+
+    def _plan(self, context: Context) -> dict[str, Any]:
+        """Every argument checked and rendered, before any call that could cost money."""
+        if not isinstance(self.model, str) or not model_id(self.model):
+            raise CtxCacheConfigError("model: is empty; name a Gemini model, e.g. 'gemini-2.5-flash'.")
+        if self.reuse not in REUSE_MODES:
+            raise CtxCacheConfigError(f"reuse: {self.reuse!r} is not one of {', '.join(REUSE_MODES)}.")
+        one_expiry(self.ttl, self.expire_time)
+        expire_time = parse_expire_time(self.expire_time) if self.expire_time is not None else None
+        ttl_value = (
+            None if expire_time is not None else parse_ttl(DEFAULT_TTL if self.ttl is None else self.ttl)
+        )
+        min_remaining = parse_ttl(self.min_remaining_ttl, "min_remaining_ttl")
+        roots = self.allowed_roots if self.allowed_roots is not None else configured_allowed_roots()
+        builder = ContentBuilder(backend=self.hook.backend, allowed_roots=roots)
+        parts = builder.build(self.contents)
+        model = model_id(self.model)
+        digest = fingerprint(
+            model=model,
+            contents=parts,
+            system_instruction=self.system_instruction,
+            tools=self.tools,
+            tool_config=self.tool_config,
+        )
+        display_name = self.display_name or ""
+        if self.reuse != "never":
+            ti = context["ti"]
+            key = cache_key(
+                self.reuse,
+                fingerprint_hex=digest,
+                dag_id=self.dag_id,
+                task_id=self.task_id,
+                run_id=context["run_id"],
+                map_index=_map_index(ti),
+            )
+            display_name = keyed_display_name(self.display_name or self.dag_id, key)
+        return {
+            "model": model,
+            "parts": parts,
+            "ttl": ttl_value,
+            "expire_time": expire_time,
+            "min_remaining": min_remaining,
+            "display_name": display_name or None,
+        }
+
+    def _find_reusable(
+        self, display_name: str | None, min_remaining: dt.timedelta
+    ) -> types.CachedContent | None:
+        if self.reuse == "never" or not display_name:
+            return None
+        now = dt.datetime.now(dt.timezone.utc)
+        # A retry in the same run takes any live cache; another run needs enough life left.
+        needed = min_remaining if self.reuse == "content" else dt.timedelta(0)
+        live = [
+            cache
+            for cache in self.hook.list_caches(display_name=display_name)
+            if cache.expire_time is not None and cache.expire_time - now > needed
+        ]
+        return max(live, key=lambda cache: cache.expire_time or now, default=None)
+
+    def _push(self, context: Context, cache: types.CachedContent, *, reused: bool) -> str:
+        assert cache.name
+        ti = context["ti"]
+        ti.xcom_push(key="expire_time", value=cache.expire_time.isoformat() if cache.expire_time else None)
+        ti.xcom_push(
+            key="token_count", value=cache.usage_metadata.total_token_count if cache.usage_metadata else None
+        )
+        ti.xcom_push(key="model", value=model_id(cache.model or self.model))
+        ti.xcom_push(key="reused", value=reused)
+        return cache.name

@@ -1,0 +1,336 @@
+"""The operator's ``prompts`` turned into checked, keyed requests before any billable call.
+
+Two forms are accepted, and may be mixed in one list:
+
+- a plain string: the question; its key is ``"prompt-NNNNN"`` by position;
+- a request in the Gemini batch format, one JSONL line of a batch input file::
+
+      {"key": "request-1",
+       "request": {"contents": [{"parts": [{"text": "..."}], "role": "user"}],
+                   "generationConfig": {"temperature": 0.2, "thinking_config": {"thinking_budget": 0}},
+                   "cachedContent": "cachedContents/abc"}}
+
+  REST camelCase and SDK snake_case field names are both accepted. Without ``key`` the
+  positional key is used.
+
+Every rejection is a :class:`CtxCacheConfigError` whose message starts with the field path
+(``prompts[3].request.systemInstruction: ...``) and says the fix. A request's
+``generationConfig`` is merged over the operator's ``generation_config`` field by field (the
+request wins; a nested object such as ``thinking_config`` is replaced whole), and each distinct
+merged config becomes one :class:`google.genai.types.GenerateContentConfig`, shared by every
+request that uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+from google.genai import types
+
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, ForbiddenWithCacheError
+
+KEY_PREFIX = "prompt-"
+KEY_FORMAT = KEY_PREFIX + "{:05d}"
+MOVE_TO_CACHE = "move it into the cache (CreateCacheOperator's system_instruction, tools, tool_config)"
+
+# Request fields that the API refuses next to cachedContent, in the spellings a user may write.
+_FORBIDDEN_REQUEST_FIELDS = ("systemInstruction", "system_instruction", "tools", "toolConfig", "tool_config")
+# The same fields as GenerateContentConfig knows them (by name).
+_FORBIDDEN_CONFIG_FIELDS = ("system_instruction", "tools", "tool_config")
+
+# Request fields (REST name, SDK name) that the SDK carries in GenerateContentConfig.
+_REQUEST_FIELDS_IN_CONFIG = {
+    "safetySettings": "safety_settings",
+    "safety_settings": "safety_settings",
+    "labels": "labels",
+}
+_CONTENTS = ("contents",)
+_GENERATION_CONFIG = ("generationConfig", "generation_config")
+_CACHED_CONTENT = ("cachedContent", "cached_content")
+_KNOWN_REQUEST_FIELDS = frozenset(
+    (
+        *_CONTENTS,
+        *_GENERATION_CONFIG,
+        *_CACHED_CONTENT,
+        *_REQUEST_FIELDS_IN_CONFIG,
+        *_FORBIDDEN_REQUEST_FIELDS,
+    )
+)
+_KNOWN_PROMPT_FIELDS = frozenset(("key", "request"))
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One online call to make against the cache.
+
+    :param key: unique within the run; results are reported under it.
+    :param contents: a string, or a list of ``types.Content`` / strings, as the SDK takes them.
+    :param generation_config: the merged generation config by SDK field name (JSON-serialisable),
+        or None when neither the operator nor the request set one.
+    :param config: the SDK object for ``generation_config``; requests with equal configs share one.
+    """
+
+    key: str
+    contents: list[Any] | str
+    generation_config: dict[str, Any] | None = None
+    config: types.GenerateContentConfig | None = field(default=None, compare=False, repr=False)
+
+
+def cache_id(name: str) -> str:
+    """The trailing id: ``cachedContents/abc`` or ``projects/p/locations/l/cachedContents/abc`` -> ``abc``."""
+    return name.strip().rstrip("/").rsplit("/", 1)[-1]
+
+
+def normalize_prompts(
+    prompts: Any,
+    *,
+    cache_name: str | None = None,
+    generation_config: Any = None,
+    field_name: str = "prompts",
+    key_prefix: str = KEY_PREFIX,
+) -> list[PromptRequest]:
+    """Check every prompt and return the requests, in input order; raises on the first problem.
+
+    :param prompts: a list (or tuple) of strings and batch-format dicts.
+    :param cache_name: the cache the task uses; a request's ``cachedContent`` must name the same one.
+    :param generation_config: the operator's config (dict or ``GenerateContentConfig``), the base
+        every request's ``generationConfig`` is merged over.
+    :param key_prefix: starts the positional key of a prompt that has none; a mapped task
+        instance puts its map index here so keys stay unique across the whole fan-out.
+    """
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise CtxCacheConfigError(
+            f"{field_name}: a {type(prompts).__name__} is not a list of prompts; pass a list of strings "
+            'or of batch requests {"key": ..., "request": {"contents": [...]}}.'
+        )
+    if not prompts:
+        raise CtxCacheConfigError(
+            f"{field_name}: the list is empty; give at least one prompt "
+            "(or skip the task when there is nothing to ask)."
+        )
+    base = config_fields(generation_config, "generation_config", cache_name=cache_name)
+    configs = _ConfigPool()
+    requests: list[PromptRequest] = []
+    seen: dict[str, int] = {}
+    for index, prompt in enumerate(prompts):
+        path = f"{field_name}[{index}]"
+        positional = f"{key_prefix}{index:05d}"
+        request = _one_prompt(prompt, positional, path, cache_name=cache_name, base=base, configs=configs)
+        if request.key in seen:
+            raise CtxCacheConfigError(
+                f"{path}.key: {request.key!r} is already the key of {field_name}[{seen[request.key]}]; "
+                "keys must be unique within a task, since results are reported by key."
+            )
+        seen[request.key] = index
+        requests.append(request)
+    return requests
+
+
+def config_fields(value: Any, path: str, *, cache_name: str | None = None) -> dict[str, Any]:
+    """A generation config (dict in camelCase or snake_case, or the SDK object) as SDK field names.
+
+    Fields the API refuses next to a cache are rejected here; a ``cached_content`` must name
+    ``cache_name`` and is dropped, since the hook sets it.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, types.GenerateContentConfig):
+        parsed = value
+    elif isinstance(value, Mapping):
+        present = [f"{path}.{name}" for name in _FORBIDDEN_REQUEST_FIELDS if value.get(name) is not None]
+        if present:
+            raise ForbiddenWithCacheError(present)
+        parsed = _validate_config(dict(value), path)
+    else:
+        raise CtxCacheConfigError(
+            f"{path}: a {type(value).__name__} is not a generation config; pass a dict such as "
+            '{"temperature": 0.2, "max_output_tokens": 512} or a google.genai.types.GenerateContentConfig.'
+        )
+    fields = parsed.model_dump(exclude_unset=True, exclude_none=True)
+    present = [f"{path}.{name}" for name in _FORBIDDEN_CONFIG_FIELDS if name in fields]
+    if present:
+        raise ForbiddenWithCacheError(present)
+    named = fields.pop("cached_content", None)
+    if named is not None and cache_name is not None:
+        _same_cache(str(named), cache_name, f"{path}.cached_content")
+    return fields
+
+
+def _validate_config(value: dict[str, Any], path: str) -> types.GenerateContentConfig:
+    try:
+        return types.GenerateContentConfig.model_validate(value)
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in error.errors()[:3]
+        )
+        raise CtxCacheConfigError(
+            f"{path}: not a valid generation config ({problems}); use the fields of "
+            "google.genai.types.GenerateContentConfig, in camelCase or snake_case."
+        ) from None
+
+
+def _same_cache(named: str, cache_name: str, path: str) -> None:
+    if cache_id(named) != cache_id(cache_name):
+        raise CtxCacheConfigError(
+            f"{path}: {named!r} names another cache than this task's cache_name {cache_name!r}; "
+            "remove it (the task sets it) or point cache_name at that cache."
+        )
+
+
+def _one_prompt(
+    prompt: Any,
+    positional_key: str,
+    path: str,
+    *,
+    cache_name: str | None,
+    base: dict[str, Any],
+    configs: _ConfigPool,
+) -> PromptRequest:
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise CtxCacheConfigError(f"{path}: the prompt is an empty string; give the question's text.")
+        return configs.request(positional_key, prompt, base)
+    if not isinstance(prompt, Mapping):
+        raise CtxCacheConfigError(
+            f"{path}: a {type(prompt).__name__} is not a prompt; use a non-empty string or a batch request "
+            '{"key": "...", "request": {"contents": [...]}}.'
+        )
+    unknown = sorted(str(k) for k in prompt if k not in _KNOWN_PROMPT_FIELDS)
+    if unknown:
+        raise CtxCacheConfigError(
+            f"{path}.{unknown[0]}: not a field of a batch request; a prompt dict holds only "
+            '"key" and "request", e.g. {"key": "q1", "request": {"contents": [...]}}.'
+        )
+    key = prompt.get("key")
+    if key is None:
+        key = positional_key
+    elif not isinstance(key, str) or not key.strip():
+        raise CtxCacheConfigError(
+            f"{path}.key: {key!r} is not a key; use a non-empty string, unique in the task."
+        )
+    request = prompt.get("request")
+    if not isinstance(request, Mapping):
+        problem = "is missing" if request is None else f"a {type(request).__name__} is not a request"
+        raise CtxCacheConfigError(
+            f"{path}.request: {problem}; "
+            'give {"contents": [{"role": "user", "parts": [{"text": "..."}]}]} in the Gemini batch format.'
+        )
+    where = f"{path}.request"
+    forbidden = [f"{where}.{name}" for name in _FORBIDDEN_REQUEST_FIELDS if request.get(name) is not None]
+    if forbidden:
+        raise ForbiddenWithCacheError(forbidden)
+    unknown = sorted(str(k) for k in request if k not in _KNOWN_REQUEST_FIELDS)
+    if unknown:
+        raise CtxCacheConfigError(
+            f"{where}.{unknown[0]}: not supported in a request against a cache; "
+            "use contents, generationConfig, cachedContent, safetySettings or labels."
+        )
+    contents = _contents(request.get("contents"), f"{where}.contents")
+
+    cached_key = _pick_key(request, _CACHED_CONTENT)
+    if cached_key is not None:
+        named = request[cached_key]
+        if not isinstance(named, str) or not named.strip():
+            raise CtxCacheConfigError(
+                f"{where}.{cached_key}: {named!r} is not a cache name; remove it (the task sets it)."
+            )
+        if cache_name is not None:
+            _same_cache(named, cache_name, f"{where}.{cached_key}")
+
+    config_key = _pick_key(request, _GENERATION_CONFIG)
+    raw_config: dict[str, Any] = {}
+    if config_key is not None and request[config_key] is not None:
+        own = request[config_key]
+        if not isinstance(own, Mapping):
+            raise CtxCacheConfigError(
+                f"{where}.{config_key}: a {type(own).__name__} is not a generation config; "
+                'use an object such as {"temperature": 0.2}.'
+            )
+        raw_config.update(own)
+    for name, sdk_name in _REQUEST_FIELDS_IN_CONFIG.items():
+        if request.get(name) is not None:
+            raw_config[sdk_name] = request[name]
+    own_fields = (
+        config_fields(raw_config, f"{where}.{config_key or 'generationConfig'}", cache_name=cache_name)
+        if raw_config
+        else {}
+    )
+    return configs.request(key, contents, {**base, **own_fields})
+
+
+def _pick_key(request: Mapping[str, Any], names: Iterable[str]) -> str | None:
+    present = [name for name in names if name in request]
+    return present[0] if present else None
+
+
+def _contents(value: Any, path: str) -> list[Any] | str:
+    """Contents as the SDK takes them: a string, or a list of strings, ``types.Content``, ``types.Part``."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise CtxCacheConfigError(f"{path}: is an empty string; give the question's text.")
+        return value
+    if value is None or (isinstance(value, Sequence) and not value):
+        raise CtxCacheConfigError(
+            f"{path}: is {'missing' if value is None else 'empty'}; give at least one content, "
+            'e.g. [{"role": "user", "parts": [{"text": "..."}]}].'
+        )
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, Sequence):
+        raise CtxCacheConfigError(
+            f"{path}: a {type(value).__name__} is not a list of contents; "
+            'use [{"role": "user", "parts": [{"text": "..."}]}].'
+        )
+    checked: list[Any] = []
+    for i, item in enumerate(value):
+        checked.append(_content(item, f"{path}[{i}]"))
+    return checked
+
+
+def _content(item: Any, path: str) -> Any:
+    if isinstance(item, (str, types.Content, types.Part)):
+        return item
+    if not isinstance(item, Mapping):
+        raise CtxCacheConfigError(
+            f"{path}: a {type(item).__name__} is not a content; "
+            'use {"role": "user", "parts": [{"text": "..."}]} or a string.'
+        )
+    model: type[types.Content] | type[types.Part] = types.Content if "parts" in item else types.Part
+    try:
+        parsed = model.model_validate(dict(item))
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CtxCacheConfigError(
+            f"{path}{'.' + where if where else ''}: {first['msg']}; a content is "
+            '{"role": "user", "parts": [{"text": "..."}]} (camelCase or snake_case fields).'
+        ) from None
+    if isinstance(parsed, types.Content) and not parsed.parts:
+        raise CtxCacheConfigError(f"{path}.parts: is empty; give at least one part, e.g. {{'text': '...'}}.")
+    return parsed
+
+
+class _ConfigPool:
+    """One ``GenerateContentConfig`` per distinct merged config, shared by the requests that use it."""
+
+    def __init__(self) -> None:
+        self._by_text: dict[str, tuple[dict[str, Any], types.GenerateContentConfig]] = {}
+
+    def request(self, key: str, contents: list[Any] | str, fields: dict[str, Any]) -> PromptRequest:
+        if not fields:
+            return PromptRequest(key=key, contents=contents)
+        text = json.dumps(fields, sort_keys=True, default=repr)
+        if text not in self._by_text:
+            # Both sides of the merge came from validated models, so the merge is valid too.
+            config = types.GenerateContentConfig.model_validate(fields)
+            as_json = config.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+            self._by_text[text] = (as_json, config)
+        shared, config = self._by_text[text]
+        return PromptRequest(key=key, contents=contents, generation_config=shared, config=config)
+
+
+__all__ = ["KEY_FORMAT", "PromptRequest", "cache_id", "config_fields", "normalize_prompts"]

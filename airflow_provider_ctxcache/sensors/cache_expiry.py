@@ -1,0 +1,166 @@
+"""CacheExpirySensor: wait until a cache expires (or is about to), then let downstream work run.
+
+Typical uses: refresh a cache shortly before it lapses (``margin="10m"`` ahead of an
+``ExtendCacheTTLOperator`` or a re-create), or hold a cleanup step until a shared cache is
+surely gone. Deferrable by default where ``[operators] default_deferrable`` says so: then the
+wait costs no worker slot, only a trigger that re-reads the cache at most every ``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.configuration import conf
+
+from airflow_provider_ctxcache.exceptions import CacheNotFoundError, CtxCacheConfigError, CtxCacheError
+from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.triggers.cache_expiry import (
+    DEFAULT_POLL_INTERVAL,
+    CacheExpiryTrigger,
+    expiry_outcome,
+)
+from airflow_provider_ctxcache.validation import TTL_FORMS, check_cache_name, parse_ttl
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+_ZERO_TEXT = re.compile(r"^\s*0+(?:\.0*)?\s*([A-Za-z]*)\s*$")
+
+
+def parse_margin(value: Any, field: str = "margin") -> float:
+    """Seconds ahead of the expiry to fire: any ``parse_ttl`` form, or zero; never negative."""
+    negative = CtxCacheConfigError(f"{field}: {value!r} is negative; use zero or a positive duration.")
+    if value is None:
+        return 0.0
+    if isinstance(value, dt.timedelta):
+        if value < dt.timedelta(0):
+            raise negative
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise CtxCacheConfigError(f"{field}: {value!r} is not a duration; use {TTL_FORMS}.")
+        if value < 0:
+            raise negative
+        return float(value)
+    if isinstance(value, str):
+        if value.strip().startswith("-"):
+            raise negative
+        zero = _ZERO_TEXT.match(value)
+        if zero:  # parse_ttl rejects zero, which is a fine margin; still check the unit is one it knows
+            parse_ttl(f"1{zero.group(1)}", field)
+            return 0.0
+    return parse_ttl(value, field).total_seconds()
+
+
+class CacheExpirySensor(BaseSensorOperator):
+    """Succeeds once ``now >= expireTime - margin``, or as soon as the cache is gone.
+
+    The expiry is read anew on every check, so a TTL extended meanwhile pushes the wait out.
+    Returns (and pushes as XCom) ``{"cache_name", "status": "expired" | "gone", "expire_time"}``;
+    ``expire_time`` is ISO 8601, or None when the cache was already gone. With no margin the
+    cache has lapsed by the time it is due, so a cache seen alive earlier in this try and missing
+    once its expiry passed reports ``expired``; one missing before its expiry (deleted) is ``gone``.
+
+    :param cache_name: the cache's full name, usually ``create_cache.output``. (templated)
+    :param margin: fire this long before the expiry: ``'10m'``, ``'600s'``, seconds or a
+        timedelta; default 0. (templated)
+    :param ctxcache_conn_id: connection of type ``ctxcache``.
+    :param deferrable: wait in the triggerer instead of a worker slot.
+    :param poll_interval: in deferrable mode, the longest the trigger sleeps between two reads.
+    """
+
+    template_fields: Sequence[str] = ("cache_name", "margin")
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        cache_name: str,
+        margin: Any = 0,
+        ctxcache_conn_id: str = ContextCacheHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cache_name = cache_name
+        self.margin = margin
+        self.ctxcache_conn_id = ctxcache_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        # The expiry seen by the last poke of this try: a cache found missing after that moment
+        # expired as announced rather than being deleted (the trigger keeps the same memory).
+        self._known_expire_time: dt.datetime | None = None
+
+    @cached_property
+    def hook(self) -> ContextCacheHook:
+        return ContextCacheHook(self.ctxcache_conn_id)
+
+    def _checked(self) -> tuple[str, float]:
+        """The rendered cache name and margin, validated before any API call."""
+        margin = parse_margin(self.margin, "margin")
+        name = check_cache_name(self.cache_name, self.hook.backend, "cache_name")
+        return name, margin
+
+    def execute(self, context: Context) -> Any:
+        """Defers to ``CacheExpiryTrigger`` at once, or pokes in this worker when not deferrable."""
+        name, margin = self._checked()
+        if not self.deferrable:
+            return super().execute(context)
+        self.defer(
+            trigger=CacheExpiryTrigger(
+                cache_name=name,
+                ctxcache_conn_id=self.ctxcache_conn_id,
+                margin_seconds=margin,
+                poll_interval=self.poll_interval,
+            ),
+            method_name="execute_complete",
+            timeout=dt.timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        """One read: done when the expiry mark has passed or the cache is gone, as the trigger decides."""
+        name, margin = self._checked()
+        read_at = dt.datetime.now(dt.timezone.utc)
+        try:
+            cache = self.hook.get_cache(name)
+        except CacheNotFoundError:
+            expire_time = None
+        else:
+            if cache.expire_time is None:
+                raise CtxCacheError(f"cache_name: the API returned no expireTime for cache {name!r}")
+            expire_time = cache.expire_time.astimezone(dt.timezone.utc)
+        outcome = expiry_outcome(
+            expire_time, known=self._known_expire_time, read_at=read_at, margin_seconds=margin
+        )
+        if outcome is None:
+            assert expire_time is not None  # no outcome means a live cache not yet due
+            self._known_expire_time = expire_time
+            self.log.info("Cache %s expires %s; margin %.0fs: not yet", name, expire_time, margin)
+            return False
+        status, when = outcome
+        self.log.info("Cache %s: %s (expire time %s)", name, status, when)
+        return PokeReturnValue(is_done=True, xcom_value=_result(name, status, when))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Back from the trigger: the same dict poke mode returns, or a failure that says why."""
+        event = event or {}
+        status = event.get("status")
+        name = str(event.get("cache_name") or self.cache_name)
+        if status in ("expired", "gone"):
+            return _result(name, status, event.get("expire_time"))
+        if status == "error":
+            raise CtxCacheError(
+                f"CacheExpirySensor could not watch cache {name!r}: {event.get('message', 'unknown error')}"
+            )
+        raise CtxCacheError(f"CacheExpirySensor got an unexpected event for cache {name!r}: {event!r}")
+
+
+def _result(cache_name: str, status: str, expire_time: str | None) -> dict[str, Any]:
+    return {"cache_name": cache_name, "status": status, "expire_time": expire_time}

@@ -1,0 +1,168 @@
+"""CacheExpiryTrigger: waits in the triggerer until a cache reaches its expiry, minus a margin.
+
+The expiry is a moving target: anyone may extend the TTL while we wait. So the trigger never
+trusts an old reading: it sleeps at most ``poll_interval`` between reads, and it fires only on a
+reading taken at or after the moment the event was due, which re-arms it if the TTL moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_ctxcache.exceptions import CacheNotFoundError
+from airflow_provider_ctxcache.hooks import ContextCacheHook
+
+DEFAULT_POLL_INTERVAL = 60.0
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _seconds(value: Any, field: str, *, positive: bool) -> float:
+    """A finite number of seconds; the trigger is rebuilt from the DB, so check it here too."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{field}: {value!r} is not a finite number of seconds.")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{field}: {value!r} must be {'above' if positive else 'at least'} zero seconds.")
+    return float(value)
+
+
+def _event(payload: dict[str, Any]) -> TriggerEvent:
+    return TriggerEvent(payload)  # type: ignore[no-untyped-call]  # Airflow's TriggerEvent is untyped
+
+
+def _safe_message(hook: ContextCacheHook, error: Exception) -> str:
+    """The error without the connection's secrets.
+
+    Scrubs only with settings already read: loading them here would be a blocking connection
+    lookup inside the triggerer's loop, and an unreadable connection has no secret to leak.
+    """
+    text = f"{type(error).__name__}: {error}"
+    return hook.scrub(text) if "settings" in hook.__dict__ else text
+
+
+class CacheExpiryTrigger(BaseTrigger):
+    """Fires when ``now >= expireTime - margin_seconds``, or at once when the cache is gone.
+
+    Events (one per run): ``{"status": "expired", "cache_name", "expire_time"}`` (ISO 8601),
+    ``{"status": "gone", "cache_name"}`` when the cache is missing, expired or deleted, and
+    ``{"status": "error", "cache_name", "message"}`` for anything else (no secrets in it).
+
+    :param cache_name: the cache's full name, as ``CreateCacheOperator`` returns it.
+    :param ctxcache_conn_id: the connection to read it with; only its id is stored, never a key.
+    :param margin_seconds: fire this long before the expiry (default 0).
+    :param poll_interval: the longest sleep between two reads, so an extension is seen in time.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache_name: str,
+        ctxcache_conn_id: str = ContextCacheHook.default_conn_name,
+        margin_seconds: float = 0.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Airflow's BaseTrigger is untyped
+        self.cache_name = cache_name
+        self.ctxcache_conn_id = ctxcache_conn_id
+        self.margin_seconds = _seconds(margin_seconds, "margin_seconds", positive=False)
+        self.poll_interval = _seconds(poll_interval, "poll_interval", positive=True)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Only ids and numbers: these kwargs land in the metadata DB."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "cache_name": self.cache_name,
+                "ctxcache_conn_id": self.ctxcache_conn_id,
+                "margin_seconds": self.margin_seconds,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Read, sleep until due (at most ``poll_interval``), read again; fire on a due reading."""
+        hook = ContextCacheHook(self.ctxcache_conn_id)
+        try:
+            yield _event(await self._wait(hook))
+        except Exception as error:
+            yield _event(
+                {"status": "error", "cache_name": self.cache_name, "message": _safe_message(hook, error)}
+            )
+        finally:
+            try:
+                await hook.aclose()
+            except Exception:  # closing must never hide the event
+                self.log.debug("closing the Gemini client failed", exc_info=True)
+
+    async def _wait(self, hook: ContextCacheHook) -> dict[str, Any]:
+        """The event payload for expired or gone; other errors propagate to ``run``."""
+        known: dt.datetime | None = None
+        while True:
+            read_at = _utcnow()
+            try:
+                expire_time: dt.datetime | None = _expire_time_of(
+                    await hook.aget_cache(self.cache_name), self.cache_name
+                )
+            except CacheNotFoundError:
+                expire_time = None
+            outcome = expiry_outcome(
+                expire_time, known=known, read_at=read_at, margin_seconds=self.margin_seconds
+            )
+            if outcome is not None:
+                status, when = outcome
+                self.log.info("Cache %s: %s (expire time %s)", self.cache_name, status, when)
+                if status == "gone":
+                    return {"status": "gone", "cache_name": self.cache_name}
+                return {"status": status, "cache_name": self.cache_name, "expire_time": when}
+            assert expire_time is not None  # no outcome means a live cache not yet due
+            known = expire_time
+            remaining = (expire_time - dt.timedelta(seconds=self.margin_seconds) - _utcnow()).total_seconds()
+            delay = max(0.0, min(remaining, self.poll_interval))
+            self.log.info(
+                "Cache %s expires %s; due in %.1fs, reading it again in %.1fs",
+                self.cache_name,
+                expire_time,
+                remaining,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+
+def _expire_time_of(cache: Any, cache_name: str) -> dt.datetime:
+    expire_time = getattr(cache, "expire_time", None)
+    if not isinstance(expire_time, dt.datetime):
+        raise ValueError(f"the API returned no expireTime for cache {cache_name!r}")
+    return expire_time.astimezone(dt.timezone.utc)
+
+
+def expiry_outcome(
+    expire_time: dt.datetime | None,
+    *,
+    known: dt.datetime | None,
+    read_at: dt.datetime,
+    margin_seconds: float,
+) -> tuple[str, str | None] | None:
+    """``(status, expire_time_iso)`` once the wait is over, else None; shared with the sensor's poke.
+
+    ``expire_time`` is None when the read found no cache. ``read_at`` is taken just before the
+    read: an outcome needs a reading from no earlier than the due moment, so any TTL extension
+    made before then is in it and re-arms the wait instead of firing on a stale expiry.
+    ``known`` is the expiry from an earlier reading: a cache that vanished once that moment had
+    passed simply expired as announced (with no margin the due read always finds it gone), while
+    one that vanished earlier was deleted (or lost) and is reported as ``gone``.
+    """
+    if expire_time is None:
+        if known is not None and read_at >= known:
+            return "expired", known.isoformat()
+        return "gone", None
+    if read_at >= expire_time - dt.timedelta(seconds=margin_seconds):
+        return "expired", expire_time.isoformat()
+    return None

@@ -1,0 +1,149 @@
+"""The shipped example DAGs, run by the real Airflow (``dag.test()`` on SQLite) against the emulator."""
+
+from __future__ import annotations
+
+import pendulum
+
+from airflow_provider_ctxcache.emulator.process import EmulatorProcess
+from airflow_provider_ctxcache.hooks import ContextCacheHook
+from tests.dags.conftest import DagRunner, task_states, xcom
+
+EXAMPLE_DAGS = (
+    "ctxcache_fanout",
+    "ctxcache_shared_daily",
+    "ctxcache_asset_keeper",
+    "ctxcache_asset_consumer",
+)
+
+
+def test_every_example_dag_loads_with_a_docstring(dag_bag: object) -> None:
+    for dag_id in EXAMPLE_DAGS:
+        dag = dag_bag.get_dag(dag_id)  # type: ignore[attr-defined]
+        assert dag is not None, dag_id
+        assert "When to use" in (dag.doc_md or "")
+
+
+def test_fanout_answers_every_prompt_and_leaves_no_cache(
+    run_dag: DagRunner, emulator: EmulatorProcess
+) -> None:
+    prompts = [
+        "What is the cap on service credits?",
+        "Which law governs the agreement?",
+        "Who owns deliverables?",
+    ]
+    run = run_dag("ctxcache_fanout", conf={"prompts": prompts, "chunk_size": 2, "ttl": "20m"})
+    assert run.state == "success"
+    states = task_states(run)
+    assert states == {
+        "create_cache": "success",
+        "chunk_prompts": "success",
+        "ask[0]": "success",
+        "ask[1]": "success",
+        "delete_cache": "success",
+    }
+    state = emulator.admin.state()
+    assert state["caches"] == []
+    assert state["counts"]["create_cache"] == 1
+    assert state["counts"]["generate_content"] == 3
+    assert state["counts"]["delete_cache"] == 1
+    first = xcom(run, "ask", map_index=0)
+    answers = list(first["results"].values())
+    assert len(answers) == 2
+    assert all(a["usage"]["cached_content_token_count"] > 1000 for a in answers)
+
+
+def test_fanout_failure_still_deletes_the_cache_and_fails_the_run(
+    run_dag: DagRunner, emulator: EmulatorProcess
+) -> None:
+    bad = {
+        "key": "bad",
+        "request": {
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "systemInstruction": {"parts": [{"text": "not allowed with a cache"}]},
+        },
+    }
+    run = run_dag("ctxcache_fanout", conf={"prompts": ["fine question", bad], "chunk_size": 1})
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["ask[1]"] == "failed"
+    assert states["delete_cache"] == "success"
+    assert emulator.admin.state()["caches"] == []
+    assert emulator.admin.state()["counts"]["delete_cache"] == 1
+
+
+def test_fanout_renders_ui_params_into_the_cache(run_dag: DagRunner, emulator: EmulatorProcess) -> None:
+    run = run_dag("ctxcache_fanout", conf={"ttl": "45m", "prompts": ["One question?"]})
+    assert run.state == "success"
+    (create,) = [r for r in emulator.admin.requests() if r["op"] == "create_cache"]
+    assert create["body"]["ttl"] == "2700s"
+
+
+def test_create_task_run_twice_in_one_dag_run_makes_one_cache(
+    run_dag: DagRunner, emulator: EmulatorProcess
+) -> None:
+    logical_date, run_after = pendulum.datetime(2026, 3, 1, tz="UTC"), pendulum.now("UTC")
+    first = run_dag("ctxcache_test_create_only", logical_date=logical_date, run_after=run_after)
+    second = run_dag("ctxcache_test_create_only", logical_date=logical_date, run_after=run_after)
+    assert first.run_id == second.run_id
+    assert emulator.admin.state()["counts"]["create_cache"] == 1
+    assert len(emulator.admin.state()["caches"]) == 1
+    assert xcom(second, "create_cache") == xcom(first, "create_cache")
+    assert xcom(second, "create_cache", key="reused") is True
+
+
+def test_reuse_by_content_across_two_logical_dates_makes_one_cache(
+    run_dag: DagRunner, emulator: EmulatorProcess
+) -> None:
+    runs = [
+        run_dag(
+            "ctxcache_test_create_only",
+            conf={"reuse": "content"},
+            logical_date=pendulum.datetime(2026, 3, d, tz="UTC"),
+        )
+        for d in (1, 2)
+    ]
+    assert [r.state for r in runs] == ["success", "success"]
+    assert runs[0].run_id != runs[1].run_id
+    assert emulator.admin.state()["counts"]["create_cache"] == 1
+    assert xcom(runs[1], "create_cache") == xcom(runs[0], "create_cache")
+
+
+def test_shared_daily_reuses_extends_asks_then_cleans_up_at_expiry(
+    run_dag: DagRunner, emulator: EmulatorProcess
+) -> None:
+    conf = {"ttl": "4s", "min_remaining_ttl": "1s", "expiry_margin": "1s"}
+    run = run_dag("ctxcache_shared_daily", conf=conf, logical_date=pendulum.datetime(2026, 11, 2, tz="UTC"))
+    assert run.state == "success"
+    assert set(task_states(run).values()) == {"success"}
+    counts = emulator.admin.state()["counts"]
+    assert counts["update_cache"] == 1
+    assert counts["generate_content"] == 2
+    asked = [
+        r["body"]["contents"][0]["parts"][0]["text"]
+        for r in emulator.admin.requests()
+        if r["op"] == "generate_content"
+    ]
+    assert all("2026-11-02" in text for text in asked)
+    assert emulator.admin.state()["caches"] == []
+    assert xcom(run, "wait_for_expiry")["status"] in {"expired", "gone"}
+
+
+def test_asset_keeper_publishes_and_consumer_uses_the_cache(
+    run_dag: DagRunner, emulator: EmulatorProcess
+) -> None:
+    # The keeper's sensor would wait for the cache's real expiry, hours away: mark it and the
+    # delete as done, as a test of the publish/consume hand-over, then delete through the hook.
+    keeper = run_dag(
+        "ctxcache_asset_keeper", conf={"ttl": "1h"}, mark_success_pattern="wait_for_expiry|delete_cache"
+    )
+    assert keeper.state == "success"
+    published = xcom(keeper, "publish_cache")
+    assert published["cache_name"] == xcom(keeper, "create_cache")
+    assert published["model"] == "gemini-2.5-flash"
+
+    consumer = run_dag("ctxcache_asset_consumer", conf={"prompts": ["Which law governs the agreement?"]})
+    assert consumer.state == "success"
+    assert xcom(consumer, "ask")["cache_name"] == published["cache_name"]
+    (request,) = [r for r in emulator.admin.requests() if r["op"] == "generate_content"]
+    assert request["body"]["cachedContent"] == published["cache_name"]
+    assert ContextCacheHook("ctxcache_default").delete_cache(published["cache_name"])

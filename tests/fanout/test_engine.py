@@ -1,0 +1,228 @@
+"""run_fanout against the emulator: every key once, bounded concurrency, and the error policy."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google.genai import types
+
+from airflow_provider_ctxcache.emulator.process import EmulatorProcess
+from airflow_provider_ctxcache.exceptions import (
+    CacheNotFoundError,
+    CtxCacheConfigError,
+    ForbiddenWithCacheError,
+)
+from airflow_provider_ctxcache.fanout import (
+    FanoutCacheNotFoundError,
+    FanoutResult,
+    KeyResult,
+    check_max_concurrency,
+    run_fanout,
+)
+from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.prompts import PromptRequest, normalize_prompts
+from tests.fanout.conftest import CACHE_TOKENS, MODEL, create_cache
+from tests.hooks.conftest import ConnFactory, backend_extra
+
+
+def questions(n: int) -> list[PromptRequest]:
+    return normalize_prompts([f"What does record {i} carry?" for i in range(n)])
+
+
+def fan_out(
+    hook: ContextCacheHook, cache_name: str, requests: Any, max_concurrency: int, **kwargs: Any
+) -> FanoutResult:
+    return asyncio.run(
+        run_fanout(
+            hook,
+            model=MODEL,
+            cache_name=cache_name,
+            requests=requests,
+            max_concurrency=max_concurrency,
+            **kwargs,
+        )
+    )
+
+
+def generate_calls(emulator: EmulatorProcess) -> int:
+    return int(emulator.admin.state()["counts"]["generate_content"])
+
+
+def completion_times(emulator: EmulatorProcess) -> list[dt.datetime]:
+    return sorted(
+        dt.datetime.fromisoformat(r["time"].replace("Z", "+00:00"))
+        for r in emulator.admin.requests()
+        if r["op"] == "generate_content"
+    )
+
+
+def test_every_key_is_answered_once_with_cached_usage(
+    hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(hook)
+    requests = questions(12)
+    result = fan_out(hook, name, requests, max_concurrency=4)
+    assert generate_calls(emulator) == 12
+    assert set(result.results) == {r.key for r in requests}
+    for answer in result.results.values():
+        assert answer.ok
+        assert answer.text
+        assert answer.finish_reason == "STOP"
+        assert answer.usage is not None
+        assert answer.usage.cached_content_token_count == CACHE_TOKENS
+        assert answer.usage.prompt_token_count > CACHE_TOKENS
+    assert result.summary.requests == result.summary.succeeded == 12
+    assert result.summary.failed == 0
+    assert result.summary.usage.cached_content_token_count == 12 * CACHE_TOKENS
+
+
+def test_summary_token_totals_are_the_sums_of_the_keys(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
+    result = fan_out(gemini_hook, name, questions(5), max_concurrency=2)
+    usages = [r.usage for r in result.results.values() if r.usage]
+    totals = result.summary.usage
+    assert totals.prompt_token_count == sum(u.prompt_token_count for u in usages)
+    assert totals.candidates_token_count == sum(u.candidates_token_count for u in usages)
+    assert totals.total_token_count == sum(u.total_token_count for u in usages)
+
+
+def test_answers_depend_on_the_prompt(gemini_hook: ContextCacheHook) -> None:
+    name = create_cache(gemini_hook)
+    result = fan_out(gemini_hook, name, questions(6), max_concurrency=3)
+    assert len({r.text for r in result.results.values()}) == 6
+
+
+def test_thinking_tokens_are_recorded_from_the_request_config(gemini_hook: ContextCacheHook) -> None:
+    name = create_cache(gemini_hook)
+    requests = normalize_prompts(
+        [
+            {
+                "key": "think",
+                "request": {"contents": "q", "generationConfig": {"thinkingConfig": {"thinkingBudget": 512}}},
+            }
+        ]
+    )
+    usage = fan_out(gemini_hook, name, requests, max_concurrency=1).results["think"].usage
+    assert usage is not None
+    assert usage.thoughts_token_count > 0
+    assert usage.total_token_count == (
+        usage.prompt_token_count + usage.candidates_token_count + usage.thoughts_token_count
+    )
+
+
+def test_concurrency_is_bounded_by_max_concurrency(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
+    emulator.admin.faults(latency_ms=200, ops=["generate_content"])
+    result = fan_out(gemini_hook, name, questions(20), max_concurrency=5)
+    assert result.summary.peak_in_flight == 5
+    assert generate_calls(emulator) == 20
+    # With at most 5 of 20 calls in flight and each held 200 ms by the server, the 15 calls that
+    # start after the first answer need at least 3 more rounds: the emulator's completion times
+    # spread over >= 600 ms (all at once would finish within a few ms of each other).
+    times = completion_times(emulator)
+    assert (times[-1] - times[0]).total_seconds() >= 0.59
+
+
+def test_requests_are_read_lazily_from_an_iterator(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
+    taken: list[str] = []
+
+    def stream() -> Iterator[PromptRequest]:
+        for request in questions(8):
+            taken.append(request.key)
+            yield request
+
+    result = fan_out(gemini_hook, name, stream(), max_concurrency=3)
+    assert len(result.results) == len(taken) == 8
+    assert generate_calls(emulator) == 8
+
+
+def test_each_result_is_reported_as_it_completes(gemini_hook: ContextCacheHook) -> None:
+    name = create_cache(gemini_hook)
+    seen: list[str] = []
+
+    async def on_result(answer: KeyResult) -> None:
+        seen.append(answer.key)
+
+    result = fan_out(gemini_hook, name, questions(6), max_concurrency=2, on_result=on_result)
+    assert seen == list(result.results)
+    assert len(seen) == 6
+
+
+def test_a_missing_cache_stops_the_run_with_its_name(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    with pytest.raises(CacheNotFoundError, match="cachedContents/gone") as caught:
+        fan_out(gemini_hook, "cachedContents/gone", questions(30), max_concurrency=3)
+    assert isinstance(caught.value, FanoutCacheNotFoundError)
+    assert caught.value.result.summary.requests == 0
+    assert generate_calls(emulator) <= 3
+
+
+def test_a_cache_expiring_mid_run_stops_it_and_keeps_the_answers_so_far(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook, ttl="10m")
+    emulator.admin.faults(latency_ms=30, ops=["generate_content"])
+
+    done: list[str] = []
+
+    def expire_after_four(answer: KeyResult) -> None:
+        done.append(answer.key)
+        if len(done) == 4:
+            emulator.admin.advance_clock(3600)
+
+    with pytest.raises(FanoutCacheNotFoundError) as caught:
+        fan_out(gemini_hook, name, questions(40), max_concurrency=2, on_result=expire_after_four)
+    kept = caught.value.result
+    assert kept.summary.succeeded >= 4
+    assert all(r.ok for r in kept.results.values())
+    assert name in str(caught.value)
+    assert generate_calls(emulator) < 40
+
+
+def test_server_errors_are_recorded_per_key_and_the_run_goes_on(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    extra = {**backend_extra("gemini_api", emulator), "retry_attempts": 1}
+    hook = ContextCacheHook(make_conn("ctxcache_no_retry", **extra))
+    name = create_cache(hook)
+    emulator.admin.faults(error_rate_503=0.5, seed=7, ops=["generate_content"])
+    result = fan_out(hook, name, questions(20), max_concurrency=4)
+    assert generate_calls(emulator) == 20
+    summary = result.summary
+    assert summary.requests == 20
+    assert 0 < summary.failed < 20
+    assert summary.succeeded + summary.failed == 20
+    for failed in result.failures:
+        assert failed.error is not None
+        assert failed.error.startswith("CtxCacheApiError: Gemini API error 503")
+        assert failed.to_dict() == {"error": failed.error}
+
+
+def test_a_config_error_stops_the_run_at_once(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
+    bad = PromptRequest(
+        key="bad", contents="q", config=types.GenerateContentConfig(system_instruction="Be brief.")
+    )
+    with pytest.raises(ForbiddenWithCacheError):
+        fan_out(gemini_hook, name, [bad, *questions(5)], max_concurrency=1)
+    assert generate_calls(emulator) == 0
+
+
+@pytest.mark.parametrize("value", [0, 1025, -3, True, "16", 2.0, None])
+def test_max_concurrency_outside_1_to_1024_is_refused(value: Any) -> None:
+    with pytest.raises(CtxCacheConfigError, match=r"^max_concurrency:"):
+        check_max_concurrency(value)
