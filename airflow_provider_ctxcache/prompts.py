@@ -24,7 +24,7 @@ request that uses it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,22 +112,39 @@ def normalize_prompts(
             f"{field_name}: the list is empty; give at least one prompt "
             "(or skip the task when there is nothing to ask)."
         )
+    entries = ((f"{field_name}[{index}]", prompt) for index, prompt in enumerate(prompts))
+    return list(
+        iter_normalized(
+            entries, cache_name=cache_name, generation_config=generation_config, key_prefix=key_prefix
+        )
+    )
+
+
+def iter_normalized(
+    entries: Iterable[tuple[str, Any]],
+    *,
+    cache_name: str | None = None,
+    generation_config: Any = None,
+    key_prefix: str = KEY_PREFIX,
+) -> Iterator[PromptRequest]:
+    """Check and yield prompts one at a time, for inputs too large to hold (a JSONL file).
+
+    :param entries: ``(path, prompt)`` pairs; the path names the prompt in errors, e.g.
+        ``prompts[3]`` or ``input_uri line 4``. Duplicate keys are refused with both paths.
+    """
     base = config_fields(generation_config, "generation_config", cache_name=cache_name)
     configs = _ConfigPool()
-    requests: list[PromptRequest] = []
-    seen: dict[str, int] = {}
-    for index, prompt in enumerate(prompts):
-        path = f"{field_name}[{index}]"
+    seen: dict[str, str] = {}
+    for index, (path, prompt) in enumerate(entries):
         positional = f"{key_prefix}{index:05d}"
         request = _one_prompt(prompt, positional, path, cache_name=cache_name, base=base, configs=configs)
         if request.key in seen:
             raise CtxCacheConfigError(
-                f"{path}.key: {request.key!r} is already the key of {field_name}[{seen[request.key]}]; "
+                f"{path}.key: {request.key!r} is already the key of {seen[request.key]}; "
                 "keys must be unique within a task, since results are reported by key."
             )
-        seen[request.key] = index
-        requests.append(request)
-    return requests
+        seen[request.key] = path
+        yield request
 
 
 def config_fields(value: Any, path: str, *, cache_name: str | None = None) -> dict[str, Any]:
@@ -333,4 +350,12 @@ class _ConfigPool:
         return PromptRequest(key=key, contents=contents, generation_config=shared, config=config)
 
 
-__all__ = ["KEY_FORMAT", "PromptRequest", "cache_id", "config_fields", "normalize_prompts"]
+__all__ = [
+    "KEY_FORMAT",
+    "KEY_PREFIX",
+    "PromptRequest",
+    "cache_id",
+    "config_fields",
+    "iter_normalized",
+    "normalize_prompts",
+]

@@ -87,3 +87,26 @@ def emulator(emulator_process: EmulatorProcess) -> EmulatorProcess:
     """The session's emulator, emptied: no caches, no counts, no faults, clock at real time."""
     emulator_process.admin.reset()
     return emulator_process
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[str]:
+    """A real Cloud Storage emulator for the session (in memory, 127.0.0.1); yields its URL."""
+    from tests.gcs import GcsEmulator
+
+    with GcsEmulator() as server:
+        yield server.url
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, empty bucket on the emulator, with ``STORAGE_EMULATOR_HOST`` pointing at it."""
+    import uuid
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    storage.Client(project="test", credentials=AnonymousCredentials()).create_bucket(name)
+    return name

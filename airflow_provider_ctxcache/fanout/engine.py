@@ -2,16 +2,26 @@
 
 A fixed pool of ``max_concurrency`` workers pulls requests from one shared iterator, so the
 input is read lazily (a generator over a JSONL file works) and only ``max_concurrency`` requests
-are in flight or in memory at once. Each finished key is handed to ``on_result`` as it
-completes, in completion order, before it is added to the :class:`FanoutResult`.
+are in flight at once. Each finished key is handed to ``on_result`` as it completes (the output
+writer), and is kept in memory only when ``FanoutOptions.keep_results`` says so, so memory
+stays flat in the number of prompts.
 
-Error policy, per request:
+Per request:
 
+- 429 (quota): every worker pauses until the server's ``RetryInfo.retryDelay`` has passed (the
+  SDK ignores it), or, without a hint, for a backoff that doubles with each 429 in a row; then
+  the request is tried again. A 429 costs nothing, so it does not use up an attempt.
+- 408/5xx and transport errors (timeouts, resets): retried with jittered exponential backoff,
+  up to ``max_attempts`` tries.
+- other API errors: recorded as that key's error at once.
 - ``CacheNotFoundError``: the cache is gone, so every further call would fail too. The run
-  stops (workers cancelled, requests in flight abandoned), and :class:`FanoutCacheNotFoundError`
-  (a ``CacheNotFoundError``) is raised with the cache name and the results finished so far.
-- ``CtxCacheConfigError``: the input is wrong for every request; raised at once, run stopped.
-- anything else (5xx, quota, timeouts): recorded as that key's error; the run goes on.
+  stops and :class:`FanoutCacheNotFoundError` is raised with the results kept so far.
+- ``CtxCacheConfigError``: wrong for every request; raised at once.
+
+A key that still fails is recorded as its error; once more than ``max_failure_ratio`` of the
+requests have failed, the run stops with :class:`FanoutFailedError`. While work remains, a
+keep-alive task extends the cache's TTL before it would expire, and a progress task logs
+done/total, rate, ETA, failures and cached tokens at a steady interval.
 
 The hook's async client belongs to the event loop it first ran in, so the run closes it
 (``hook.aclose()``) before returning or raising.
@@ -21,7 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import inspect
+import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field, fields
@@ -29,15 +42,58 @@ from typing import Any
 
 from google.genai import types
 
-from airflow_provider_ctxcache.exceptions import CacheNotFoundError, CtxCacheConfigError, CtxCacheError
+from airflow_provider_ctxcache.exceptions import (
+    CacheNotFoundError,
+    CtxCacheApiError,
+    CtxCacheConfigError,
+    CtxCacheError,
+    QuotaExceededError,
+)
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.prompts import PromptRequest
 
 MIN_CONCURRENCY = 1
 MAX_CONCURRENCY = 1024
 ERROR_TEXT_LIMIT = 500
+FAILURES_KEPT = 20
+KEEP_ALIVE_RECHECK = 5.0  # seconds between keep-alive looks at the expiry and the rate
+TRANSIENT_STATUS_CODES = frozenset({408, 500, 502, 503, 504})
+# Log lines per HTTP request would bury the progress lines of a large run.
+CHATTY_LOGGERS = ("httpx", "httpx2", "google_genai.models")
+_TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2", "aiohttp")
 
 ResultCallback = Callable[["KeyResult"], Awaitable[None] | None]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FanoutOptions:
+    """How hard a run tries, and what it keeps; the defaults suit a quota-bound production run.
+
+    :param max_attempts: tries per request for 5xx, timeouts and resets (429s do not count).
+    :param max_failure_ratio: stop once more than this share of ``total`` (or, without a total,
+        of the requests so far, after 100) has failed.
+    :param backoff_initial: first backoff after a transient error or a 429 without a hint (s).
+    :param backoff_max: the longest backoff (s); also caps the server's retryDelay.
+    :param keep_alive: extend the cache's TTL while work remains.
+    :param keep_alive_margin: extend when less than this is left (s).
+    :param keep_alive_ttl: the TTL each extension sets (s, counted from then).
+    :param progress_interval: seconds between progress lines; 0 turns them off.
+    :param keep_results: keep every key's result in memory (small runs returning XCom);
+        otherwise only the totals and the first failures are kept.
+    :param total: how many requests to expect, for ETA and the failure ratio.
+    """
+
+    max_attempts: int = 6
+    max_failure_ratio: float = 0.05
+    backoff_initial: float = 1.0
+    backoff_max: float = 120.0
+    keep_alive: bool = True
+    keep_alive_margin: float = 300.0
+    keep_alive_ttl: float = 1800.0
+    progress_interval: float = 30.0
+    keep_results: bool = True
+    total: int | None = None
 
 
 @dataclass
@@ -66,13 +122,21 @@ class Usage:
 
 @dataclass(frozen=True)
 class KeyResult:
-    """The outcome for one key: an answer (text, finish reason, usage) or an error string."""
+    """The outcome for one key: an answer (text, finish reason, usage) or an error.
+
+    ``response`` is the whole response as REST JSON (for batch-shaped output files); it is
+    only set when the run was asked to keep it.
+    """
 
     key: str
     text: str | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
     error: str | None = None
+    error_code: int | None = None
+    error_status: str | None = None
+    response: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -88,6 +152,15 @@ class KeyResult:
             "usage": (self.usage or Usage()).to_dict(),
         }
 
+    def to_batch_line(self) -> dict[str, Any]:
+        """The Gemini batch-output record: ``{"key", "response"}`` or ``{"key", "error"}``."""
+        if self.error is not None:
+            return {
+                "key": self.key,
+                "error": {"code": self.error_code, "status": self.error_status, "message": self.error},
+            }
+        return {"key": self.key, "response": self.response if self.response is not None else {}}
+
 
 @dataclass
 class FanoutSummary:
@@ -96,6 +169,9 @@ class FanoutSummary:
     requests: int = 0
     succeeded: int = 0
     failed: int = 0
+    retries: int = 0
+    quota_waits: int = 0
+    keep_alive_extensions: int = 0
     usage: Usage = field(default_factory=Usage)
     elapsed_seconds: float = 0.0
     peak_in_flight: int = 0
@@ -110,6 +186,9 @@ class FanoutSummary:
             "requests": self.requests,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "retries": self.retries,
+            "quota_waits": self.quota_waits,
+            "keep_alive_extensions": self.keep_alive_extensions,
             **self.usage.to_dict(),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "requests_per_second": round(self.requests_per_second, 2),
@@ -120,17 +199,22 @@ class FanoutSummary:
 
 @dataclass
 class FanoutResult:
-    """Per-key results (insertion order = completion order) and the run's totals."""
+    """The run's totals, and per-key results (completion order) when they are kept."""
 
     results: dict[str, KeyResult] = field(default_factory=dict)
     summary: FanoutSummary = field(default_factory=FanoutSummary)
+    first_failures: list[KeyResult] = field(default_factory=list)
+    keep_results: bool = True
 
     @property
     def failures(self) -> list[KeyResult]:
-        return [r for r in self.results.values() if not r.ok]
+        if self.keep_results:
+            return [r for r in self.results.values() if not r.ok]
+        return list(self.first_failures)
 
     def record(self, result: KeyResult) -> None:
-        self.results[result.key] = result
+        if self.keep_results:
+            self.results[result.key] = result
         s = self.summary
         s.requests += 1
         if result.ok:
@@ -139,6 +223,8 @@ class FanoutResult:
                 s.usage.add(result.usage)
         else:
             s.failed += 1
+            if len(self.first_failures) < FAILURES_KEPT:
+                self.first_failures.append(result)
 
 
 class FanoutCacheNotFoundError(CacheNotFoundError):
@@ -155,17 +241,20 @@ class FanoutCacheNotFoundError(CacheNotFoundError):
 
 
 class FanoutFailedError(CtxCacheError):
-    """Some keys failed; raised by callers that want the task to fail (``fail_on_error``)."""
+    """Too many keys failed: raised by the engine past ``max_failure_ratio``, or by callers."""
 
-    def __init__(self, result: FanoutResult, *, shown: int = 5) -> None:
+    def __init__(self, result: FanoutResult, *, shown: int = 5, stopped_early: bool = False) -> None:
         self.result = result
         failures = result.failures
+        summary = result.summary
         listed = "; ".join(f"{r.key!r}: {r.error}" for r in failures[:shown])
-        more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
+        more = f"; and {summary.failed - shown} more" if summary.failed > shown else ""
+        how = "stopped early: " if stopped_early else ""
         super().__init__(
-            f"{len(failures)} of {result.summary.requests} prompts failed ({listed}{more}). "
-            f"The {result.summary.succeeded} answers that succeeded were logged. "
-            "Retry the task, or set fail_on_error=False to return the errors with the answers."
+            f"{how}{summary.failed} of {summary.requests} prompts failed ({listed}{more}). "
+            f"The {summary.succeeded} answers that succeeded are kept. "
+            "Fix the cause and retry the task (answered keys are skipped when output_uri is set), "
+            "or raise max_failure_ratio / set fail_on_error=False."
         )
 
 
@@ -191,22 +280,41 @@ async def run_fanout(
     requests: Iterable[PromptRequest],
     max_concurrency: int,
     on_result: ResultCallback | None = None,
+    options: FanoutOptions | None = None,
+    logger: logging.Logger | Any = None,
+    expire_time: dt.datetime | None = None,
 ) -> FanoutResult:
     """Send one ``hook.agenerate`` per request, at most ``max_concurrency`` at a time.
 
     :param requests: checked requests (see :func:`airflow_provider_ctxcache.prompts.normalize_prompts`);
         any iterable, read lazily.
     :param on_result: called (and awaited, if it returns an awaitable) with each key's result as
-        it completes; an exception it raises stops the run.
+        it completes, before the next request is taken; an exception it raises stops the run.
+    :param options: retries, failure ratio, keep-alive, progress; see :class:`FanoutOptions`.
+    :param expire_time: the cache's expiry if the caller just read it; else keep-alive reads it.
     :raises FanoutCacheNotFoundError: the cache is missing or expired; carries the finished results.
+    :raises FanoutFailedError: more than ``max_failure_ratio`` of the requests failed.
     :raises CtxCacheConfigError: the requests or the connection are wrong for every call.
     """
     check_max_concurrency(max_concurrency)
-    run = _Run(hook, model=model, cache_name=cache_name, on_result=on_result)
+    if hook.retry_attempts != 1:
+        # The engine retries itself and honours RetryInfo; SDK retries underneath would multiply
+        # the attempts and ignore the server's delay.
+        hook = type(hook)(hook.ctxcache_conn_id, retry_attempts=1)
+    run = _Run(
+        hook,
+        model=model,
+        cache_name=cache_name,
+        on_result=on_result,
+        options=options or FanoutOptions(),
+        logger=logger or log,
+        expire_time=expire_time,
+    )
     run.result.summary.max_concurrency = max_concurrency
     started = time.monotonic()
     try:
-        await run.drive(requests, max_concurrency)
+        with _quiet(CHATTY_LOGGERS):
+            await run.drive(requests, max_concurrency)
     finally:
         run.result.summary.elapsed_seconds = time.monotonic() - started
         with contextlib.suppress(Exception):
@@ -214,18 +322,45 @@ async def run_fanout(
     return run.result
 
 
+@contextlib.contextmanager
+def _quiet(names: Iterable[str]) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 class _Run:
     """The state one run's workers share."""
 
     def __init__(
-        self, hook: ContextCacheHook, *, model: str, cache_name: str, on_result: ResultCallback | None
+        self,
+        hook: ContextCacheHook,
+        *,
+        model: str,
+        cache_name: str,
+        on_result: ResultCallback | None,
+        options: FanoutOptions,
+        logger: Any,
+        expire_time: dt.datetime | None = None,
     ) -> None:
         self.hook = hook
         self.model = model
         self.cache_name = cache_name
         self.on_result = on_result
-        self.result = FanoutResult()
+        self.options = options
+        self.log = logger
+        self.result = FanoutResult(keep_results=options.keep_results)
         self.in_flight = 0
+        self.paused_until = 0.0  # monotonic time before which no worker sends (after a 429)
+        self.quota_streak = 0
+        self.started = time.monotonic()
+        self.expire_time = expire_time
 
     async def drive(self, requests: Iterable[PromptRequest], max_concurrency: int) -> None:
         # Read the connection once, before the workers start, instead of once per worker.
@@ -235,19 +370,33 @@ class _Run:
             workers_needed = max(1, min(max_concurrency, len(requests)))
         shared = iter(requests)
         workers = [asyncio.create_task(self.worker(shared)) for _ in range(workers_needed)]
+        all_workers: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*workers))
+        helpers: set[asyncio.Future[Any]] = set()
+        if self.options.progress_interval > 0:
+            helpers.add(asyncio.create_task(self.progress()))
+        if self.options.keep_alive:
+            helpers.add(asyncio.create_task(self.keep_alive()))
+        fatal: BaseException | None = None
         try:
-            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            # The run is over when every worker is, or as soon as any task fails.
+            while fatal is None and not all_workers.done():
+                done, _ = await asyncio.wait({all_workers, *helpers}, return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {all_workers}:
+                    helpers.discard(task)
+                    fatal = fatal or task.exception()
+            if all_workers.done() and not all_workers.cancelled():
+                fatal = fatal or all_workers.exception()
         finally:
-            # On a fatal error, or when this run itself is cancelled: stop every worker and wait
+            # On a fatal error, or when this run itself is cancelled: stop every task and wait
             # for them, so no call is left running against a closed client.
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-        fatal = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
+            for task in (*workers, all_workers, *helpers):
+                task.cancel()
+            await asyncio.gather(*workers, all_workers, *helpers, return_exceptions=True)
         if isinstance(fatal, CacheNotFoundError):
             raise FanoutCacheNotFoundError(fatal.cache_name or self.cache_name, self.result) from None
         if fatal is not None:
             raise fatal
+        self.log_progress(final=True)
 
     async def worker(self, requests: Iterator[PromptRequest]) -> None:
         # One event loop thread: workers take turns on the shared iterator, never racing.
@@ -258,29 +407,160 @@ class _Run:
                 if inspect.isawaitable(maybe):
                     await maybe
             self.result.record(outcome)
+            if not outcome.ok and self.too_many_failures():
+                raise FanoutFailedError(self.result, stopped_early=True)
+
+    def too_many_failures(self) -> bool:
+        summary, ratio = self.result.summary, self.options.max_failure_ratio
+        if self.options.total:
+            return summary.failed > ratio * self.options.total
+        return summary.requests >= 100 and summary.failed > ratio * summary.requests
 
     async def ask(self, request: PromptRequest) -> KeyResult:
-        self.in_flight += 1
-        summary = self.result.summary
-        summary.peak_in_flight = max(summary.peak_in_flight, self.in_flight)
-        try:
-            response = await self.hook.agenerate(
-                model=self.model, contents=request.contents, cache_name=self.cache_name, config=request.config
+        attempt = 0
+        while True:
+            await self.wait_for_quota()
+            attempt += 1
+            self.in_flight += 1
+            summary = self.result.summary
+            summary.peak_in_flight = max(summary.peak_in_flight, self.in_flight)
+            try:
+                response = await self.hook.agenerate(
+                    model=self.model,
+                    contents=request.contents,
+                    cache_name=self.cache_name,
+                    config=request.config,
+                )
+            except (CacheNotFoundError, CtxCacheConfigError):
+                raise
+            except QuotaExceededError as error:
+                # Free to retry: a 429 is not billed, so it does not use up an attempt.
+                attempt -= 1
+                self.pause_for_quota(error.retry_delay)
+                continue
+            except Exception as error:
+                if _is_transient(error) and attempt < self.options.max_attempts:
+                    summary.retries += 1
+                    await asyncio.sleep(self.backoff(attempt))
+                    continue
+                return self.failed(request.key, error, attempt)
+            finally:
+                self.in_flight -= 1
+            self.quota_streak = 0
+            return answer_of(
+                request.key, response, keep_response=not self.options.keep_results, attempts=attempt
             )
-        except (CacheNotFoundError, CtxCacheConfigError):
-            raise
-        except Exception as error:
-            return KeyResult(key=request.key, error=self.describe(error))
-        finally:
-            self.in_flight -= 1
-        return answer_of(request.key, response)
 
-    def describe(self, error: BaseException) -> str:
+    async def wait_for_quota(self) -> None:
+        # A loop, not an Event: another 429 may push the pause further while this one sleeps.
+        while (delay := self.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+
+    def pause_for_quota(self, hint: float | None) -> None:
+        """All workers wait: the quota is shared, so one 429 means the others would get one too."""
+        self.quota_streak += 1
+        self.result.summary.quota_waits += 1
+        delay = hint if hint is not None else self.backoff(self.quota_streak)
+        delay = min(delay, self.options.backoff_max)
+        self.paused_until = max(self.paused_until, time.monotonic() + delay)
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential with full jitter, so retrying workers do not arrive together."""
+        ceiling = min(self.options.backoff_max, self.options.backoff_initial * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def failed(self, key: str, error: BaseException, attempts: int) -> KeyResult:
         text = self.hook.scrub(f"{type(error).__name__}: {error}")
-        return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 3] + "..."
+        if len(text) > ERROR_TEXT_LIMIT:
+            text = text[: ERROR_TEXT_LIMIT - 3] + "..."
+        code = getattr(error, "code", None)
+        return KeyResult(
+            key=key,
+            error=text,
+            error_code=code if isinstance(code, int) else None,
+            error_status=getattr(error, "status", None)
+            if isinstance(getattr(error, "status", None), str)
+            else None,
+            attempts=attempts,
+        )
+
+    async def keep_alive(self) -> None:
+        """Extend the cache before it expires while work remains; a vanished cache stops the run.
+
+        Within ``keep_alive_margin`` of the expiry it extends, unless the rate so far says the
+        remaining work ends well before the expiry: a short run never stretches a cache that a
+        downstream expiry sensor or teardown is waiting on.
+        """
+        options = self.options
+        expires = self.expire_time or (await self.hook.aget_cache(self.cache_name)).expire_time
+        while expires is not None:
+            left = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds()
+            if left > options.keep_alive_margin:
+                await asyncio.sleep(min(left - options.keep_alive_margin, KEEP_ALIVE_RECHECK))
+                continue
+            needed = self.seconds_of_work_left()
+            if needed is None and left > 1.0:  # nothing finished yet: wait for a rate to judge by
+                await asyncio.sleep(min(KEEP_ALIVE_RECHECK, left / 4))
+                continue
+            if needed is not None and needed < left / 2:
+                await asyncio.sleep(min(KEEP_ALIVE_RECHECK, left / 4))
+                continue
+            cache = await self.hook.aupdate_cache_ttl(self.cache_name, ttl=options.keep_alive_ttl)
+            self.result.summary.keep_alive_extensions += 1
+            self.log.info("Keep-alive: cache %s now expires %s", self.cache_name, cache.expire_time)
+            expires = cache.expire_time
+
+    def seconds_of_work_left(self) -> float | None:
+        """From the rate so far; None until something has finished or when the total is unknown."""
+        done, total = self.result.summary.requests, self.options.total
+        if not done or not total:
+            return None
+        rate = done / max(time.monotonic() - self.started, 1e-9)
+        return max(total - done, 0) / rate
+
+    async def progress(self) -> None:
+        interval = self.options.progress_interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            self.log_progress()
+
+    def log_progress(self, *, final: bool = False) -> None:
+        summary, total = self.result.summary, self.options.total
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = summary.requests / elapsed
+        if total:
+            left = max(total - summary.requests, 0)
+            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+            done = f"{summary.requests}/{total} ({summary.requests / total:.0%})"
+        else:
+            eta, done = "?", str(summary.requests)
+        self.log.info(
+            "%s %s done, %.1f req/s, ETA %s, %d failed, %d retries, %d quota waits, %d cached tokens",
+            "Fan-out finished:" if final else "Fan-out progress:",
+            done,
+            rate,
+            "0s" if final else eta,
+            summary.failed,
+            summary.retries,
+            summary.quota_waits,
+            summary.usage.cached_content_token_count,
+        )
 
 
-def answer_of(key: str, response: types.GenerateContentResponse) -> KeyResult:
+def _is_transient(error: BaseException) -> bool:
+    """Worth another try: 408/5xx from the API, or the transport failing (timeouts, resets)."""
+    if isinstance(error, CtxCacheApiError):
+        return error.code in TRANSIENT_STATUS_CODES
+    if isinstance(error, (TimeoutError, ConnectionError, OSError)):
+        return True
+    return type(error).__module__.split(".")[0] in _TRANSPORT_MODULES
+
+
+def answer_of(
+    key: str, response: types.GenerateContentResponse, *, keep_response: bool = False, attempts: int = 1
+) -> KeyResult:
     """Text, finish reason and usage of a response; text None when there is no text part."""
     candidate = response.candidates[0] if response.candidates else None
     reason = candidate.finish_reason if candidate is not None else None
@@ -294,4 +574,16 @@ def answer_of(key: str, response: types.GenerateContentResponse) -> KeyResult:
         text="".join(texts) if texts else None,
         finish_reason=None if reason is None else str(getattr(reason, "value", reason)),
         usage=Usage.of(response.usage_metadata),
+        response=response_json(response) if keep_response else None,
+        attempts=attempts,
+    )
+
+
+def response_json(response: types.GenerateContentResponse) -> dict[str, Any]:
+    """The response as the REST API shows it (camelCase), minus the SDK's own bookkeeping."""
+    return response.model_dump(
+        mode="json",
+        exclude_none=True,
+        by_alias=True,
+        exclude={"sdk_http_response", "automatic_function_calling_history", "parsed"},
     )

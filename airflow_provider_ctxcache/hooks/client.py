@@ -71,3 +71,28 @@ def build_client(settings: ConnectionSettings, *, retry_attempts: int | None = N
             http_options=options,
         )
     return Client(vertexai=False, api_key=settings.api_key, http_options=options)
+
+
+def build_storage_client(settings: ConnectionSettings) -> Any:
+    """A Cloud Storage client for ``gs://`` inputs, outputs and staging, with the connection's identity.
+
+    ``STORAGE_EMULATOR_HOST`` (honoured by google-cloud-storage) points it at a local emulator,
+    which takes anonymous credentials; otherwise Vertex credentials, then ADC.
+    """
+    import os
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return storage.Client(project=settings.project or "emulator", credentials=AnonymousCredentials())
+    credentials = vertex_credentials(settings) if settings.is_vertex else None
+    if isinstance(credentials, _static_token_type()):
+        credentials = None  # a loopback Gemini endpoint says nothing about Cloud Storage
+    return storage.Client(project=settings.project, credentials=credentials)
+
+
+def _static_token_type() -> type:
+    from google.oauth2 import credentials as user_credentials
+
+    return user_credentials.Credentials

@@ -18,7 +18,7 @@ from airflow_provider_ctxcache.exceptions import (
     ForbiddenWithCacheError,
     translate_api_error,
 )
-from airflow_provider_ctxcache.hooks.client import build_client
+from airflow_provider_ctxcache.hooks.client import build_client, build_storage_client
 from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
 from airflow_provider_ctxcache.validation import (
     api_duration,
@@ -99,6 +99,11 @@ class ContextCacheHook(BaseHook):
                 "For vertex_ai set extra.service_account_json, "
                 "extra.key_path, or Application Default Credentials on the worker."
             ) from None
+
+    @cached_property
+    def storage_client(self) -> Any:
+        """google-cloud-storage client for ``gs://`` inputs, outputs and staged contents."""
+        return build_storage_client(self.settings)
 
     @property
     def async_client(self) -> Any:

@@ -70,6 +70,19 @@ def _number(extras: Mapping[str, Any], key: str, default: float, *, minimum: flo
     return value
 
 
+def _json_object(extras: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    raw = _extra(extras, key)
+    if raw is None or isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise CtxCacheConfigError(f'extra.{key}: is not a JSON object, e.g. {{"gemini-2.5-flash": {{...}}}}.')
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class ConnectionSettings:
     """What the hook needs to build a google-genai client; secrets are kept out of the repr."""
@@ -87,6 +100,7 @@ class ConnectionSettings:
     retry_initial_delay: float = DEFAULT_RETRY_INITIAL_DELAY
     retry_max_delay: float = DEFAULT_RETRY_MAX_DELAY
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    prices: dict[str, Any] | None = None
 
     @property
     def is_vertex(self) -> bool:
@@ -186,6 +200,7 @@ class ConnectionSettings:
                 extras, "retry_max_delay", DEFAULT_RETRY_MAX_DELAY, minimum=0, integer=False
             ),
             timeout_seconds=_number(extras, "timeout", DEFAULT_TIMEOUT_SECONDS, minimum=1, integer=False),
+            prices=_json_object(extras, "prices"),
         )
 
     @staticmethod

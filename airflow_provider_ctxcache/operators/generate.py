@@ -1,29 +1,30 @@
 """GenerateWithCacheOperator: many online calls against one cache, checked first, run concurrently.
 
-The operator stays thin: it renders and checks its input (cache name, prompts, config,
-concurrency) before any billable call, picks the model, and hands the requests to the fan-out
-engine (:mod:`airflow_provider_ctxcache.fanout`), which owns concurrency and error policy.
+The operator stays thin: it renders and checks its arguments, then hands them to the fan-out
+job (:mod:`airflow_provider_ctxcache.fanout.job`), which validates the whole input before any
+billable call, skips keys already answered in the output, runs the engine and prices the run.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Context
 
+from airflow_provider_ctxcache.contents import configured_allowed_roots
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout import (
     FanoutCacheNotFoundError,
     FanoutFailedError,
-    FanoutResult,
+    FanoutOptions,
     check_max_concurrency,
-    run_fanout,
 )
+from airflow_provider_ctxcache.fanout.job import FanoutJob
 from airflow_provider_ctxcache.models import model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
-from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, normalize_prompts
+from airflow_provider_ctxcache.prompts import KEY_PREFIX
+from airflow_provider_ctxcache.validation import parse_ttl
 
 DEFAULT_MAX_CONCURRENCY = 16
 FAILURES_SHOWN = 5
@@ -32,7 +33,7 @@ FAILURES_SHOWN = 5
 class GenerateWithCacheOperator(CtxCacheBaseOperator):
     """Ask every prompt against an existing context cache, ``max_concurrency`` calls at a time.
 
-    Map it over chunks of prompts to spread a large run over workers::
+    Map it over chunks of prompts (or over input shards) to spread a large run over workers::
 
         GenerateWithCacheOperator.partial(task_id="ask", cache_name=create_cache.output,
                                           max_concurrency=32).expand(prompts=chunks)
@@ -41,141 +42,179 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
     :param prompts: a list of strings (keys ``prompt-00000``, ... by position) and/or requests in
         the Gemini batch format ``{"key": ..., "request": {"contents": [...], "generationConfig": {...}}}``
         (templated). System instruction, tools and tool config belong in the cache and are refused.
-    :param model: the model to call (templated); by default the cache's own model, read once.
-    :param generation_config: a dict of ``GenerateContentConfig`` fields (camelCase or snake_case)
-        every request starts from; a request's own ``generationConfig`` wins field by field (templated).
+    :param input_uri: instead of ``prompts``: a JSONL file of batch-format requests, a local path
+        under ``allowed_roots`` or ``gs://bucket/object`` (templated).
+    :param output_uri: a local folder (under ``allowed_roots``) or ``gs://bucket/prefix/`` that
+        receives batch-output lines ``{"key", "response"}`` / ``{"key", "error"}`` in parts while the
+        run goes on; a retry or re-run skips keys already answered there (templated).
+    :param model: the model to call (templated); by default the cache's own model.
+    :param generation_config: ``GenerateContentConfig`` fields (camelCase or snake_case) every
+        request starts from; a request's own ``generationConfig`` wins field by field (templated).
     :param max_concurrency: calls in flight at once, 1..1024 (default 16).
-    :param fail_on_error: fail the task if any prompt failed, after logging the answers that
-        succeeded (default True); with False, the errors are returned next to the answers.
-    :return: ``{"cache_name", "model", "results": {key: {"text", "finish_reason", "usage"} | {"error"}},
-        "summary": {...}}``, JSON-serialisable, results in input order.
+    :param max_attempts: tries per request on 5xx and timeouts (429s wait and do not count).
+    :param max_failure_ratio: stop the run once more than this share of the prompts failed.
+    :param keep_alive: extend the cache's TTL while work remains (default True).
+    :param keep_alive_margin: extend when less than this is left (default ``"5m"``).
+    :param keep_alive_ttl: the TTL each extension sets (default ``"30m"``).
+    :param progress_interval: seconds between progress lines in the task log (default 30).
+    :param fail_on_error: fail the task if any prompt failed (default True); answers are kept.
+    :param prices: price overrides for the cost report (see ``costs.py``); default the connection
+        extra ``prices``, then the built-in table.
+    :param allowed_roots: folders local input and output may use; default ``[ctxcache] allowed_roots``.
+    :param output_part_size: lines per output part (default 1000).
+    :param xcom_results_limit: with ``output_uri``, answers also go to XCom up to this many prompts.
+    :return: ``{"cache_name", "model", "output_uri", "summary", "cost", "results"}``: results are
+        ``{key: {"text", "finish_reason", "usage"} | {"error"}}``, or None for a large run with output.
     """
 
-    template_fields: Sequence[str] = ("cache_name", "prompts", "model", "generation_config")
+    template_fields: Sequence[str] = (
+        "cache_name",
+        "prompts",
+        "input_uri",
+        "output_uri",
+        "model",
+        "generation_config",
+    )
     template_fields_renderers = {"prompts": "json", "generation_config": "json"}
 
     def __init__(
         self,
         *,
         cache_name: Any,
-        prompts: Any,
+        prompts: Any = None,
+        input_uri: str | None = None,
+        output_uri: str | None = None,
         model: str | None = None,
         generation_config: dict[str, Any] | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_attempts: int = 6,
+        max_failure_ratio: float = 0.05,
+        keep_alive: bool = True,
+        keep_alive_margin: Any = "5m",
+        keep_alive_ttl: Any = "30m",
+        progress_interval: float = 30.0,
         fail_on_error: bool = True,
+        prices: dict[str, Any] | None = None,
+        allowed_roots: Sequence[str] | None = None,
+        output_part_size: int = 1000,
+        xcom_results_limit: int = 100,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.cache_name = cache_name
         self.prompts = prompts
+        self.input_uri = input_uri
+        self.output_uri = output_uri
         self.model = model
         self.generation_config = generation_config
         # Not templated, so a bad value is reported when the DAG is parsed.
         self.max_concurrency = check_max_concurrency(max_concurrency)
+        self.max_attempts = max_attempts
+        self.max_failure_ratio = max_failure_ratio
+        self.keep_alive = keep_alive
+        self.keep_alive_margin = keep_alive_margin
+        self.keep_alive_ttl = keep_alive_ttl
+        self.progress_interval = progress_interval
         self.fail_on_error = fail_on_error
+        self.prices = prices
+        self.allowed_roots = allowed_roots
+        self.output_part_size = output_part_size
+        self.xcom_results_limit = xcom_results_limit
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
-            return self._execute(_key_prefix(context))
+            job = self._job(context)
+            try:
+                output = job.run()
+            except (FanoutCacheNotFoundError, FanoutFailedError) as error:
+                self._log_answers(error.result)
+                raise
         finally:
             self.hook.close()
             # The client is closed and its async half was bound to a finished event loop: a later
             # execute() of this same object (a test, an in-process retry) builds a fresh hook.
             self.__dict__.pop("hook", None)
+        if job.result is not None and job.result.summary.failed:
+            if self.fail_on_error:
+                self._log_answers(job.result)
+                raise FanoutFailedError(job.result, shown=FAILURES_SHOWN)
+            for failed in job.result.failures[:FAILURES_SHOWN]:
+                self.log.warning("Prompt %r failed: %s", failed.key, failed.error)
+        return output
 
-    def _execute(self, key_prefix: str) -> dict[str, Any]:
-        # Everything is checked before the first billable call.
+    def _job(self, context: Context) -> FanoutJob:
+        """Every argument checked and rendered, before any call that could cost money."""
         max_concurrency = check_max_concurrency(self.max_concurrency)
         cache_name = self.hook.cache_name(self.cache_name)
-        requests = normalize_prompts(
-            self.prompts,
-            cache_name=cache_name,
-            generation_config=self.generation_config,
-            key_prefix=key_prefix,
-        )
-        model = self._model(cache_name)
-        self.log.info(
-            "Asking %d prompts against cache %s with model %s, up to %d at a time",
-            len(requests),
-            cache_name,
-            model,
-            max_concurrency,
-        )
-        try:
-            result = asyncio.run(
-                run_fanout(
-                    self.hook,
-                    model=model,
-                    cache_name=cache_name,
-                    requests=requests,
-                    max_concurrency=max_concurrency,
-                )
-            )
-        except FanoutCacheNotFoundError as error:
-            self._log_answers(error.result)
-            raise
-        self._log_summary(result)
-        if result.failures:
-            if self.fail_on_error:
-                self._log_answers(result)
-                raise FanoutFailedError(result, shown=FAILURES_SHOWN)
-            for failed in result.failures[:FAILURES_SHOWN]:
-                self.log.warning("Prompt %r failed: %s", failed.key, failed.error)
-        return self._output(cache_name, model, requests, result)
-
-    def _model(self, cache_name: str) -> str:
-        if self.model is not None:
-            if not isinstance(self.model, str) or not model_id(self.model):
-                raise CtxCacheConfigError(
-                    f"model: {self.model!r} is not a model name; use e.g. 'gemini-2.5-flash', "
-                    "or leave it unset to use the cache's model."
-                )
-            return self.model.strip()
-        cached = self.hook.get_cache(cache_name).model
-        if not cached:
+        if self.model is not None and (not isinstance(self.model, str) or not model_id(self.model)):
             raise CtxCacheConfigError(
-                f"model: cache {cache_name!r} does not report its model; set model= on the operator."
+                f"model: {self.model!r} is not a model name; use e.g. 'gemini-2.5-flash', "
+                "or leave it unset to use the cache's model."
             )
-        return model_id(cached)
-
-    def _log_summary(self, result: FanoutResult) -> None:
-        s = result.summary
-        self.log.info(
-            "Asked %d prompts: %d answered, %d failed; %d of %d prompt tokens came from the cache; "
-            "%.2f s, %.1f requests/s, at most %d in flight",
-            s.requests,
-            s.succeeded,
-            s.failed,
-            s.usage.cached_content_token_count,
-            s.usage.prompt_token_count,
-            s.elapsed_seconds,
-            s.requests_per_second,
-            s.peak_in_flight,
+        for name, value in (
+            ("max_attempts", self.max_attempts),
+            ("output_part_size", self.output_part_size),
+            ("xcom_results_limit", self.xcom_results_limit),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (0 if name == "xcom_results_limit" else 1)
+            ):
+                raise CtxCacheConfigError(f"{name}: {value!r} is not a positive whole number.")
+        if not isinstance(self.max_failure_ratio, (int, float)) or not 0 <= self.max_failure_ratio <= 1:
+            raise CtxCacheConfigError(
+                f"max_failure_ratio: {self.max_failure_ratio!r} must be between 0 and 1, e.g. 0.05."
+            )
+        margin = parse_ttl(self.keep_alive_margin, "keep_alive_margin").total_seconds()
+        extension = parse_ttl(self.keep_alive_ttl, "keep_alive_ttl").total_seconds()
+        if self.keep_alive and extension <= margin:
+            raise CtxCacheConfigError(
+                f"keep_alive_ttl: {self.keep_alive_ttl!r} must be longer than keep_alive_margin "
+                f"({self.keep_alive_margin!r}), or each extension would be due at once."
+            )
+        options = FanoutOptions(
+            max_attempts=self.max_attempts,
+            max_failure_ratio=float(self.max_failure_ratio),
+            keep_alive=self.keep_alive,
+            keep_alive_margin=margin,
+            keep_alive_ttl=extension,
+            progress_interval=float(self.progress_interval),
+        )
+        map_index = _map_index(context)
+        return FanoutJob(
+            hook=self.hook,
+            cache_name=cache_name,
+            max_concurrency=max_concurrency,
+            options=options,
+            prompts=self.prompts,
+            input_uri=self.input_uri,
+            output_uri=self.output_uri,
+            model=self.model.strip() if isinstance(self.model, str) else None,
+            generation_config=self.generation_config,
+            key_prefix=f"{KEY_PREFIX}{map_index:04d}-" if map_index >= 0 else KEY_PREFIX,
+            allowed_roots=self.allowed_roots
+            if self.allowed_roots is not None
+            else configured_allowed_roots(),
+            output_part_size=self.output_part_size,
+            xcom_results_limit=self.xcom_results_limit,
+            prices=[p for p in (self.hook.settings.prices, self.prices) if p],
+            # The cache is written once: the unmapped task, or the first mapped instance, pays for it.
+            include_creation=map_index <= 0,
+            logger=self.log,
         )
 
-    def _log_answers(self, result: FanoutResult) -> None:
+    def _log_answers(self, result: Any) -> None:
         """Keep the answers in the task log when the task fails and XCom will not hold them."""
         for answer in result.results.values():
             if answer.ok:
                 self.log.info("Answer %r (%s): %s", answer.key, answer.finish_reason, answer.text)
 
-    @staticmethod
-    def _output(
-        cache_name: str, model: str, requests: list[PromptRequest], result: FanoutResult
-    ) -> dict[str, Any]:
-        return {
-            "cache_name": cache_name,
-            "model": model,
-            "results": {r.key: result.results[r.key].to_dict() for r in requests if r.key in result.results},
-            "summary": result.summary.to_dict(),
-        }
+
+def _map_index(context: Any) -> int:
+    ti = context.get("ti") if hasattr(context, "get") else None
+    map_index = getattr(ti, "map_index", None)
+    return map_index if isinstance(map_index, int) else -1
 
 
 __all__ = ["GenerateWithCacheOperator"]
-
-
-def _key_prefix(context: Any) -> str:
-    """``prompt-0003-`` in mapped instance 3, so positional keys are unique across instances."""
-    ti = context.get("ti") if hasattr(context, "get") else None
-    map_index = getattr(ti, "map_index", None)
-    return f"{KEY_PREFIX}{map_index:04d}-" if isinstance(map_index, int) and map_index >= 0 else KEY_PREFIX

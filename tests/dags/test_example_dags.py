@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pendulum
+import pytest
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.hooks import ContextCacheHook
@@ -147,3 +150,35 @@ def test_asset_keeper_publishes_and_consumer_uses_the_cache(
     (request,) = [r for r in emulator.admin.requests() if r["op"] == "generate_content"]
     assert request["body"]["cachedContent"] == published["cache_name"]
     assert ContextCacheHook("ctxcache_default").delete_cache(published["cache_name"])
+
+
+def test_batch_file_dag_answers_every_line_once_across_shards(
+    run_dag: DagRunner, emulator: EmulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("AIRFLOW__CTXCACHE__ALLOWED_ROOTS", str(tmp_path))
+    lines = [
+        {"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": f"Clause {i}?"}]}]}}
+        for i in range(25)
+    ]
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    conf = {
+        "input_uri": str(tmp_path / "requests.jsonl"),
+        "output_uri": str(tmp_path / "answers"),
+        "shard_size": 10,
+    }
+    run = run_dag("ctxcache_batch_file", conf=conf)
+    assert run.state == "success"
+    assert {k: v for k, v in task_states(run).items() if k.startswith("ask")} == {
+        "ask[0]": "success",
+        "ask[1]": "success",
+        "ask[2]": "success",
+    }
+    answered = [
+        json.loads(line)["key"]
+        for part in sorted((tmp_path / "answers").glob("shard-*/part-*.jsonl"))
+        for line in part.read_text().splitlines()
+    ]
+    assert sorted(answered) == sorted(f"r{i}" for i in range(25))
+    assert emulator.admin.state()["caches"] == []

@@ -18,6 +18,8 @@ from airflow_provider_ctxcache.exceptions import (
 )
 from airflow_provider_ctxcache.fanout import (
     FanoutCacheNotFoundError,
+    FanoutFailedError,
+    FanoutOptions,
     FanoutResult,
     KeyResult,
     check_max_concurrency,
@@ -26,7 +28,6 @@ from airflow_provider_ctxcache.fanout import (
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.prompts import PromptRequest, normalize_prompts
 from tests.fanout.conftest import CACHE_TOKENS, MODEL, create_cache
-from tests.hooks.conftest import ConnFactory, backend_extra
 
 
 def questions(n: int) -> list[PromptRequest]:
@@ -191,23 +192,99 @@ def test_a_cache_expiring_mid_run_stops_it_and_keeps_the_answers_so_far(
     assert generate_calls(emulator) < 40
 
 
-def test_server_errors_are_recorded_per_key_and_the_run_goes_on(
-    emulator: EmulatorProcess, make_conn: ConnFactory
+FAST = FanoutOptions(backoff_initial=0.01, backoff_max=0.05, progress_interval=0)
+
+
+def test_transient_errors_are_retried_until_every_key_is_answered(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
 ) -> None:
-    extra = {**backend_extra("gemini_api", emulator), "retry_attempts": 1}
-    hook = ContextCacheHook(make_conn("ctxcache_no_retry", **extra))
-    name = create_cache(hook)
+    name = create_cache(gemini_hook)
+    emulator.admin.faults(error_rate_503=0.3, seed=7, ops=["generate_content"])
+    result = fan_out(gemini_hook, name, questions(20), max_concurrency=4, options=FAST)
+    assert result.summary.succeeded == 20
+    assert result.summary.retries == generate_calls(emulator) - 20 > 0
+    statuses = emulator.admin.state()["status_counts"]["generate_content"]
+    assert statuses["200"] == 20
+
+
+def test_errors_that_outlast_the_attempts_are_recorded_per_key(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
     emulator.admin.faults(error_rate_503=0.5, seed=7, ops=["generate_content"])
-    result = fan_out(hook, name, questions(20), max_concurrency=4)
+    options = FanoutOptions(max_attempts=1, max_failure_ratio=1.0, progress_interval=0)
+    result = fan_out(gemini_hook, name, questions(20), max_concurrency=4, options=options)
     assert generate_calls(emulator) == 20
     summary = result.summary
-    assert summary.requests == 20
     assert 0 < summary.failed < 20
     assert summary.succeeded + summary.failed == 20
     for failed in result.failures:
         assert failed.error is not None
         assert failed.error.startswith("CtxCacheApiError: Gemini API error 503")
-        assert failed.to_dict() == {"error": failed.error}
+        assert failed.to_batch_line()["error"]["code"] == 503
+        assert failed.to_batch_line()["error"]["status"] == "UNAVAILABLE"
+
+
+def test_quota_errors_pause_every_worker_for_the_servers_retry_delay(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
+    emulator.admin.faults(error_rate_429=0.2, retry_delay_s=0.3, seed=11, ops=["generate_content"])
+    result = fan_out(gemini_hook, name, questions(30), max_concurrency=6, options=FAST)
+    assert result.summary.succeeded == 30
+    assert result.summary.quota_waits > 0
+    # Every worker paused at least one retryDelay: the run cannot be faster than that.
+    assert result.summary.elapsed_seconds >= 0.3
+    statuses = emulator.admin.state()["status_counts"]["generate_content"]
+    assert statuses["200"] == 30
+    assert statuses["429"] == result.summary.quota_waits
+
+
+def test_too_many_failures_stop_the_run_early(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
+    emulator.admin.faults(error_rate_503=1.0, ops=["generate_content"])
+    options = FanoutOptions(max_attempts=1, max_failure_ratio=0.1, total=40, progress_interval=0)
+    with pytest.raises(FanoutFailedError, match="stopped early: 5 of 5 prompts failed") as caught:
+        fan_out(gemini_hook, name, questions(40), max_concurrency=1, options=options)
+    assert caught.value.result.summary.failed == 5
+    assert generate_calls(emulator) == 5
+
+
+def test_keep_alive_carries_a_short_ttl_cache_through_a_longer_run(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook, ttl="3s")
+    emulator.admin.faults(latency_ms=250, ops=["generate_content"])
+    options = FanoutOptions(keep_alive_margin=1.5, keep_alive_ttl=3, progress_interval=0)
+    result = fan_out(gemini_hook, name, questions(40), max_concurrency=2, options=options)
+    assert result.summary.elapsed_seconds > 4.5  # longer than the cache's first TTL
+    assert result.summary.succeeded == 40
+    assert result.summary.keep_alive_extensions >= 2
+    assert emulator.admin.state()["counts"]["update_cache"] == result.summary.keep_alive_extensions
+
+
+def test_streaming_runs_keep_only_totals_and_pass_responses_on(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
+    lines: list[dict[str, Any]] = []
+    options = FanoutOptions(keep_results=False, progress_interval=0)
+    result = fan_out(
+        gemini_hook,
+        name,
+        questions(8),
+        max_concurrency=3,
+        options=options,
+        on_result=lambda r: lines.append(r.to_batch_line()),
+    )
+    assert result.results == {}
+    assert result.summary.succeeded == 8
+    assert sorted(line["key"] for line in lines) == [f"prompt-{i:05d}" for i in range(8)]
+    usage = lines[0]["response"]["usageMetadata"]
+    assert usage["cachedContentTokenCount"] == CACHE_TOKENS
+    assert lines[0]["response"]["candidates"][0]["content"]["parts"][0]["text"]
 
 
 def test_a_config_error_stops_the_run_at_once(
@@ -226,3 +303,14 @@ def test_a_config_error_stops_the_run_at_once(
 def test_max_concurrency_outside_1_to_1024_is_refused(value: Any) -> None:
     with pytest.raises(CtxCacheConfigError, match=r"^max_concurrency:"):
         check_max_concurrency(value)
+
+
+def test_keep_alive_leaves_alone_a_cache_that_outlives_the_work(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook, ttl="60s")  # inside the 5-minute margin from the start
+    options = FanoutOptions(total=6, progress_interval=0)
+    result = fan_out(gemini_hook, name, questions(6), max_concurrency=2, options=options)
+    assert result.summary.succeeded == 6
+    assert result.summary.keep_alive_extensions == 0
+    assert emulator.admin.state()["counts"]["update_cache"] == 0

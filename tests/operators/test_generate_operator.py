@@ -31,6 +31,10 @@ def create_cache(conn_id: str) -> str:
     return cache.name
 
 
+# Every error recorded at its first try, and the run never stopped early for failing.
+NO_RETRIES: dict[str, Any] = {"max_attempts": 1, "max_failure_ratio": 1.0}
+
+
 def ask(conn_id: str, cache_name: str, prompts: Any, **kwargs: Any) -> GenerateWithCacheOperator:
     return GenerateWithCacheOperator(
         task_id="ask", ctxcache_conn_id=conn_id, cache_name=cache_name, prompts=prompts, **kwargs
@@ -109,11 +113,12 @@ def test_model_is_read_from_the_cache_when_not_given(conn_id: str, emulator: Emu
     assert output["results"]["prompt-00000"]["text"]
 
 
-def test_a_given_model_skips_the_cache_lookup(conn_id: str, emulator: EmulatorProcess) -> None:
+def test_a_given_model_is_used_as_given(conn_id: str, emulator: EmulatorProcess) -> None:
     name = create_cache(conn_id)
-    output = run(ask(conn_id, name, ["q"], model=MODEL))
+    output = run(ask(conn_id, name, ["q"], model=f"models/{MODEL}"))
     assert output["model"] == MODEL
-    assert counts(emulator)["get_cache"] == 0
+    (sent,) = [r["path"] for r in emulator.admin.requests() if r["op"] == "generate_content"]
+    assert MODEL in sent
 
 
 def test_the_same_operator_can_execute_twice(conn_id: str, emulator: EmulatorProcess) -> None:
@@ -197,7 +202,7 @@ def test_failed_keys_fail_the_task_listing_them(no_retry_conn: str, emulator: Em
     name = create_cache(no_retry_conn)
     emulator.admin.faults(error_rate_503=0.5, seed=3, ops=["generate_content"])
     with pytest.raises(FanoutFailedError) as caught:
-        run(ask(no_retry_conn, name, [f"question {i}" for i in range(10)], model=MODEL))
+        run(ask(no_retry_conn, name, [f"question {i}" for i in range(10)], model=MODEL, **NO_RETRIES))
     result = caught.value.result
     failed = [r.key for r in result.failures]
     assert 0 < len(failed) < 10
@@ -214,7 +219,14 @@ def test_with_fail_on_error_false_errors_are_returned_next_to_answers(
     name = create_cache(no_retry_conn)
     emulator.admin.faults(error_rate_503=0.5, seed=3, ops=["generate_content"])
     output = run(
-        ask(no_retry_conn, name, [f"question {i}" for i in range(10)], model=MODEL, fail_on_error=False)
+        ask(
+            no_retry_conn,
+            name,
+            [f"question {i}" for i in range(10)],
+            model=MODEL,
+            fail_on_error=False,
+            **NO_RETRIES,
+        )
     )
     results = output["results"]
     errors = [a for a in results.values() if "error" in a]
@@ -229,12 +241,14 @@ def test_with_fail_on_error_false_errors_are_returned_next_to_answers(
 
 
 def test_template_fields_cover_the_rendered_arguments() -> None:
-    assert GenerateWithCacheOperator.template_fields == (
+    assert set(GenerateWithCacheOperator.template_fields) == {
         "cache_name",
         "prompts",
+        "input_uri",
+        "output_uri",
         "model",
         "generation_config",
-    )
+    }
 
 
 def test_partial_expand_over_chunks_builds_inside_a_dag() -> None:

@@ -1,0 +1,159 @@
+"""The fan-out's ``input_uri``: a JSONL file in the Gemini batch request format, local or ``gs://``.
+
+Each non-blank line is one request object such as
+``{"key": "q1", "request": {"contents": [...], "generationConfig": {...}}}``. This module only
+finds the file and parses lines as JSON; what a request may hold is checked by
+:func:`airflow_provider_ctxcache.prompts.normalize_prompts`.
+
+A ``gs://`` object is downloaded once to a local temporary file, so the engine can read it
+twice (a validating pass, then a streaming pass) without a second download; lines are read
+one at a time, never the whole file at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.fanout.uris import check_uri, is_gcs, local_path, split_gcs
+
+REQUEST_EXAMPLE = '{"key": ..., "request": {...}}'
+
+
+class InputFile:
+    """One JSONL input, readable as many times as needed; ``close()`` removes a downloaded copy.
+
+    :param uri: what the user gave (a path or ``gs://`` URI), for messages.
+    :param path: the local file to read.
+    :param field: the operator field named in errors.
+    :param temporary: ``path`` is a download this object owns and deletes on close.
+    """
+
+    def __init__(self, uri: str, path: Path, *, field: str = "input_uri", temporary: bool = False) -> None:
+        self.uri = uri
+        self.path = path
+        self.field = field
+        self._temporary = temporary
+
+    def raw_lines(self) -> Iterator[tuple[int, bytes]]:
+        """(1-based line number, the line's bytes without its line break) for each non-blank line.
+
+        Lines are checked to be JSON (as :meth:`lines` does) but handed back as written.
+        """
+        for number, raw, _value in self._parsed():
+            yield number, raw
+
+    def lines(self) -> Iterator[tuple[int, Any]]:
+        """(1-based line number, parsed JSON value) for each non-blank line, streamed from disk."""
+        for number, _raw, value in self._parsed():
+            yield number, value
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        return self.lines()
+
+    def _parsed(self) -> Iterator[tuple[int, bytes, Any]]:
+        with self.path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                raw = line.rstrip(b"\r\n")
+                if not raw.strip():
+                    continue
+                try:
+                    value = json.loads(raw)
+                except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+                    raise CtxCacheConfigError(
+                        f"{self.field} line {number}: not JSON ({_reason(error)}); each line must be one "
+                        f"request object such as {REQUEST_EXAMPLE}"
+                    ) from None
+                yield number, raw, value
+
+    def close(self) -> None:
+        if self._temporary:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self._temporary = False
+
+    def __enter__(self) -> InputFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"InputFile({self.uri!r})"
+
+
+def _reason(error: ValueError) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at column {error.colno}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 at byte {error.start}"
+    return str(error)
+
+
+def open_input(
+    uri: str,
+    *,
+    storage_client_factory: Callable[[], Any],
+    allowed_roots: Sequence[str],
+    field: str = "input_uri",
+) -> InputFile:
+    """Find the input and make it readable locally.
+
+    :param uri: a local path (under ``allowed_roots``) or ``gs://bucket/object``.
+    :param storage_client_factory: builds a google-cloud-storage client; called only for ``gs://``
+        (e.g. ``lambda: hook.storage_client``).
+    :param allowed_roots: folders local paths must resolve under (``configured_allowed_roots()``).
+    :raises CtxCacheConfigError: the location is refused or the file/object does not exist.
+    """
+    uri = check_uri(uri, field)
+    if is_gcs(uri):
+        return _download(uri, storage_client_factory, field)
+    path = local_path(uri, allowed_roots, field)
+    if path.is_dir():
+        raise CtxCacheConfigError(f"{field}: {uri!r} is a folder; give the JSONL file inside it.")
+    if not path.is_file():
+        raise CtxCacheConfigError(f"{field}: {uri!r} does not exist on this worker.")
+    return InputFile(uri, path, field=field)
+
+
+def _download(uri: str, storage_client_factory: Callable[[], Any], field: str) -> InputFile:
+    from google.api_core import exceptions as gcs_errors
+
+    bucket, name = split_gcs(uri, field, need_object=True)
+    client = storage_client_factory()
+    handle, temp = tempfile.mkstemp(prefix="ctxcache-input-", suffix=".jsonl")
+    os.close(handle)
+    path = Path(temp)
+    try:
+        client.bucket(bucket).blob(name).download_to_filename(str(path))
+    except gcs_errors.NotFound:
+        path.unlink(missing_ok=True)
+        raise CtxCacheConfigError(
+            f"{field}: {uri!r} does not exist (no such object, or no bucket {bucket!r}); "
+            "check the bucket and object name."
+        ) from None
+    except gcs_errors.Forbidden as error:
+        path.unlink(missing_ok=True)
+        raise CtxCacheConfigError(
+            f"{field}: cannot read {uri!r} ({error.message}); grant the connection's identity "
+            "storage.objects.get on the bucket."
+        ) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return InputFile(uri, path, field=field, temporary=True)
+
+
+__all__ = ["InputFile", "open_input"]

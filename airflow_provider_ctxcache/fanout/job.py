@@ -1,0 +1,231 @@
+"""One fan-out task from input to report: validate, resume, run the engine, write, price.
+
+The operator renders and checks its arguments and hands them here; this module owns the order
+of things so that nothing billable happens before the whole input has been checked, and
+nothing already answered is asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from airflow_provider_ctxcache.costs import cost_report, find_price
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, KeyResult, run_fanout
+from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
+from airflow_provider_ctxcache.fanout.outputs import ResultSink, open_output
+from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.models import model_id
+from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, iter_normalized
+
+XCOM_RESULTS_WITHOUT_OUTPUT = 1000
+
+
+@dataclasses.dataclass
+class FanoutJob:
+    """Everything one task needs; ``prompts`` or ``input_uri``, and optionally ``output_uri``."""
+
+    hook: ContextCacheHook
+    cache_name: str
+    max_concurrency: int
+    options: FanoutOptions
+    prompts: Sequence[Any] | None = None
+    input_uri: str | None = None
+    output_uri: str | None = None
+    model: str | None = None
+    generation_config: Any = None
+    key_prefix: str = KEY_PREFIX
+    allowed_roots: Sequence[str] = ()
+    output_part_size: int = 1000
+    xcom_results_limit: int = 100
+    prices: Any = None
+    include_creation: bool = True
+    logger: Any = None
+    result: FanoutResult | None = dataclasses.field(default=None, init=False)
+
+    def run(self) -> dict[str, Any]:
+        source = self._open_source()
+        try:
+            return self._run(source)
+        finally:
+            if isinstance(source, InputFile):
+                source.close()
+
+    def _open_source(self) -> InputFile | Sequence[Any]:
+        if (self.prompts is None) == (self.input_uri is None):
+            raise CtxCacheConfigError("prompts, input_uri: give exactly one of them.")
+        if self.input_uri is not None:
+            return open_input(
+                self.input_uri, storage_client_factory=self._storage, allowed_roots=self.allowed_roots
+            )
+        if isinstance(self.prompts, (str, bytes)) or not isinstance(self.prompts, Sequence):
+            raise CtxCacheConfigError(
+                f"prompts: a {type(self.prompts).__name__} is not a list of prompts; pass a list of strings "
+                'or of batch requests {"key": ..., "request": {"contents": [...]}}.'
+            )
+        if not self.prompts:
+            raise CtxCacheConfigError(
+                "prompts: the list is empty; give at least one prompt "
+                "(or skip the task when there is nothing to ask)."
+            )
+        return self.prompts
+
+    def _requests(self, source: InputFile | Sequence[Any]) -> Iterator[PromptRequest]:
+        if isinstance(source, InputFile):
+            entries: Iterator[tuple[str, Any]] = ((f"input_uri line {n}", obj) for n, obj in source.lines())
+        else:
+            entries = ((f"prompts[{i}]", prompt) for i, prompt in enumerate(source))
+        return iter_normalized(
+            entries,
+            cache_name=self.cache_name,
+            generation_config=self.generation_config,
+            key_prefix=self.key_prefix,
+        )
+
+    def _storage(self) -> Any:
+        return self.hook.storage_client
+
+    def _run(self, source: InputFile | Sequence[Any]) -> dict[str, Any]:
+        sink = (
+            open_output(
+                self.output_uri,
+                storage_client_factory=self._storage,
+                allowed_roots=self.allowed_roots,
+                part_size=self.output_part_size,
+            )
+            if self.output_uri is not None
+            else None
+        )
+        try:
+            answered = sink.scan().answered if sink is not None else set()
+            # First pass: the whole input is checked before the first billable call.
+            total = skipped = 0
+            for request in self._requests(source):
+                total += 1
+                skipped += request.key in answered
+            if sink is None and total > XCOM_RESULTS_WITHOUT_OUTPUT:
+                raise CtxCacheConfigError(
+                    f"output_uri: {total} prompts are too many to return through XCom "
+                    f"(at most {XCOM_RESULTS_WITHOUT_OUTPUT}); set output_uri to a folder or gs:// prefix."
+                )
+            cache = self.hook.get_cache(self.cache_name)  # free: the model, the size to price, the expiry
+            model = model_id(self.model or cache.model or "")
+            cache_tokens = (cache.usage_metadata.total_token_count or 0) if cache.usage_metadata else 0
+            self._log(
+                "Fan-out of %d prompts against %s with %s: %d already answered in %s, %d to ask",
+                total,
+                self.cache_name,
+                model,
+                skipped,
+                self.output_uri or "(no output_uri)",
+                total - skipped,
+            )
+            options = dataclasses.replace(self.options, total=total - skipped, keep_results=sink is None)
+            remaining = (r for r in self._requests(source) if r.key not in answered)
+            started = time.monotonic()
+            result = asyncio.run(
+                run_fanout(
+                    self.hook,
+                    model=model,
+                    cache_name=self.cache_name,
+                    requests=remaining,
+                    max_concurrency=self.max_concurrency,
+                    on_result=_writer(sink),
+                    options=options,
+                    logger=self.logger,
+                    expire_time=cache.expire_time,
+                )
+            )
+            hours = (time.monotonic() - started) / 3600
+            self.result = result
+        finally:
+            if sink is not None:
+                sink.close()
+        if sink is not None:
+            dropped = sink.compact()
+            if dropped:
+                self._log("Output compacted: %d superseded lines removed", dropped)
+        report = self._cost(model, result, cache_tokens, hours)
+        return {
+            "cache_name": self.cache_name,
+            "model": model,
+            "output_uri": sink.uri if sink is not None else None,
+            "summary": {**result.summary.to_dict(), "total": total, "skipped_already_answered": skipped},
+            "cost": report,
+            "results": self._results(sink, result, total, source),
+        }
+
+    def _cost(
+        self, model: str, result: FanoutResult, cache_tokens: int, hours: float
+    ) -> dict[str, Any] | None:
+        price = find_price(model, self.prices)
+        if price is None:
+            self._log("No price known for %s: pass prices= to report costs", model)
+            return None
+        usage = result.summary.usage
+        report = cost_report(
+            model=model,
+            price=price,
+            requests=result.summary.succeeded,
+            prompt_tokens=usage.prompt_token_count,
+            cached_tokens=usage.cached_content_token_count,
+            output_tokens=usage.candidates_token_count + usage.thoughts_token_count,
+            cache_tokens=cache_tokens,
+            storage_hours=hours,
+            include_creation=self.include_creation,
+        )
+        self._log("Cost of this fan-out:\n%s", report.table())
+        return report.to_dict()
+
+    def _results(
+        self, sink: ResultSink | None, result: FanoutResult, total: int, source: InputFile | Sequence[Any]
+    ) -> dict[str, Any] | None:
+        """Answers for XCom, in input order: all without an output, else only when the output is small."""
+        if sink is None:
+            keys = (request.key for request in self._requests(source))
+            return {key: result.results[key].to_dict() for key in keys if key in result.results}
+        if total > self.xcom_results_limit:
+            return None
+        return {record["key"]: _small(record) for record in sink.records()}
+
+    def _log(self, message: str, *args: Any) -> None:
+        if self.logger is not None:
+            self.logger.info(message, *args)
+
+
+def _writer(sink: ResultSink | None) -> Any:
+    if sink is None:
+        return None
+
+    def write(result: KeyResult) -> None:
+        sink.write(result.to_batch_line())
+
+    return write
+
+
+def _small(record: dict[str, Any]) -> dict[str, Any]:
+    """A batch-output record in the operator's XCom shape."""
+    if "error" in record:
+        return {
+            "error": record["error"].get("message") if isinstance(record["error"], dict) else record["error"]
+        }
+    response = record.get("response") or {}
+    candidate = (response.get("candidates") or [{}])[0]
+    parts = (candidate.get("content") or {}).get("parts") or []
+    usage = response.get("usageMetadata") or {}
+    return {
+        "text": "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
+        or None,
+        "finish_reason": candidate.get("finishReason"),
+        "usage": {
+            "prompt_token_count": usage.get("promptTokenCount", 0),
+            "cached_content_token_count": usage.get("cachedContentTokenCount", 0),
+            "candidates_token_count": usage.get("candidatesTokenCount", 0),
+            "thoughts_token_count": usage.get("thoughtsTokenCount", 0),
+            "total_token_count": usage.get("totalTokenCount", 0),
+        },
+    }

@@ -1,0 +1,501 @@
+"""The fan-out's ``output_uri``: results in the Gemini batch-output shape, written in parts as they arrive.
+
+One JSON object per line, exactly what a Gemini batch job writes::
+
+    {"key": "q1", "response": {"candidates": [...], "usageMetadata": {...}, ...}}
+    {"key": "q2", "error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "..."}}
+
+The response is the ``GenerateContentResponse`` as REST JSON (camelCase), see :func:`response_record`.
+
+Layout: ``output_uri`` is a folder (local, created if absent) or a ``gs://bucket/prefix/``. Each
+:func:`open_output` call is one *attempt* with its own id (UTC time + random hex), and writes
+``part-{attempt}-{seq:05d}.jsonl``, so a retry never overwrites what an earlier attempt wrote.
+Only those names are read back; other files in the folder and sub-folders are ignored.
+
+Resume: :meth:`ResultSink.scan` reads every part (of every attempt) and says which keys are
+answered, so a re-run asks only the rest. A key may then have several lines (errors from
+earlier attempts, a response later); :meth:`ResultSink.compact` rewrites the parts so each key
+has one line.
+
+Crash safety:
+
+- Local: every record is one ``write`` of ``json + "\\n"`` followed by ``flush()``, so a killed
+  process loses at most the line in flight; its half-written last line is counted as ``torn``
+  by ``scan`` and removed by ``compact``. No fsync: a process crash loses nothing written, a
+  power loss may lose what the OS had not yet written back.
+- ``gs://``: objects cannot be appended to, so lines are buffered and uploaded as one part
+  when ``part_size`` lines are buffered, on ``flush()``/``close()``, or on the first write after
+  ``flush_seconds`` since the last upload. A crash loses the buffered lines (at most
+  ``part_size``, or ``flush_seconds`` worth); those keys are simply asked again on resume.
+  On GCS a part therefore holds *at most* ``part_size`` lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.fanout.uris import check_uri, child_uri, gcs_prefix, is_gcs, local_path
+
+PART_PATTERN = re.compile(r"^part-(?P<attempt>.+)-(?P<seq>\d+)(?:-c(?P<gen>\d+))?\.jsonl$")
+DEFAULT_PART_SIZE = 1000
+DEFAULT_FLUSH_SECONDS = 10.0
+_RESPONSE_EXCLUDE = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def response_record(key: str, response: Any) -> dict[str, Any]:
+    """``{"key", "response"}``; ``response`` is a REST-JSON dict or a ``GenerateContentResponse``."""
+    if hasattr(response, "model_dump"):
+        response = response.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude=_RESPONSE_EXCLUDE
+        )
+    return {"key": key, "response": response}
+
+
+def error_record(key: str, *, code: int | None, status: str | None, message: str) -> dict[str, Any]:
+    """``{"key", "error": {"code", "status", "message"}}`` as a batch job reports a failed request."""
+    return {"key": key, "error": {"code": code, "status": status, "message": message}}
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """The record on a result line, or None for a torn or foreign line."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("key"), str)
+        or (value.get("response") is None and "error" not in value)
+    ):
+        return None
+    return value
+
+
+def _classify(raw: bytes) -> tuple[str, bool] | None:
+    """(key, has a response) for a result line, or None for a torn or foreign line."""
+    record = _parse(raw)
+    if record is None:
+        return None
+    return record["key"], record.get("response") is not None
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("key"), str)
+        or ("response" not in record and "error" not in record)
+    ):
+        raise ValueError(
+            f"not a result record (needs a str 'key' and 'response' or 'error'): {record!r:.200}"
+        )
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+@dataclass
+class OutputScan:
+    """What the output already holds, across every attempt's parts.
+
+    :param answered: keys with at least one response line (done: never ask again).
+    :param failed: keys whose lines are all errors (ask again on resume).
+    :param lines: non-blank lines read, torn ones included.
+    :param torn: lines that are not result records (not JSON, e.g. the half line a killed
+        process left, or JSON without a string ``key`` and a ``response``/``error``).
+    :param parts: part files read.
+    """
+
+    answered: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    lines: int = 0
+    torn: int = 0
+    parts: int = 0
+
+
+def _part_order(name: str) -> tuple[str, int, int]:
+    match = PART_PATTERN.match(name)
+    assert match is not None
+    return match["attempt"], int(match["seq"]), int(match["gen"] or 0)
+
+
+def _new_attempt_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
+
+
+# ---------------------------------------------------------------------------- the sink
+
+
+class ResultSink(ABC):
+    """Writes one attempt's results in parts and reads back every attempt's parts.
+
+    Not thread-safe: call it from one thread (the engine's event loop).
+    """
+
+    def __init__(self, uri: str, *, part_size: int, field: str) -> None:
+        if not isinstance(part_size, int) or isinstance(part_size, bool) or part_size < 1:
+            raise CtxCacheConfigError(f"part_size: {part_size!r} must be a whole number of lines >= 1.")
+        self.uri = uri
+        self.field = field
+        self.part_size = part_size
+        self.attempt = _new_attempt_id()
+        self.written = 0  # lines this attempt wrote
+        self._seq = 0
+        self._closed = False
+
+    # -- names
+
+    def _part_name(self, seq: int) -> str:
+        return f"part-{self.attempt}-{seq:05d}.jsonl"
+
+    def part_uris(self) -> list[str]:
+        """Every attempt's part, in read order (after flushing this attempt's buffer)."""
+        self.flush()
+        return [child_uri(self.uri, name) for name in self._sorted_parts()]
+
+    def _sorted_parts(self) -> list[str]:
+        return sorted((n for n in self._list_names() if PART_PATTERN.match(n)), key=_part_order)
+
+    # -- backend primitives
+
+    @abstractmethod
+    def _list_names(self) -> Iterable[str]:
+        """Base names of the files directly in the folder or prefix."""
+
+    @abstractmethod
+    def _read_part(self, name: str) -> Iterator[bytes]:
+        """The part's non-blank lines, without line breaks, in order."""
+
+    @abstractmethod
+    def _rewrite_part(self, name: str, lines: Iterator[bytes]) -> None:
+        """Replace the part by ``lines`` atomically; delete it when there are none."""
+
+    @abstractmethod
+    def _end_part(self) -> None:
+        """Finish the part being written (upload a buffer), so the next write starts a new one."""
+
+    @abstractmethod
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one ``{"key", "response"}`` or ``{"key", "error"}`` record."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Make everything written so far visible to readers."""
+
+    # -- reading
+
+    def scan(self) -> OutputScan:
+        """Read every part; keys answered, keys only failed, line and torn counts."""
+        self.flush()
+        result = OutputScan()
+        errored: set[str] = set()
+        for name in self._sorted_parts():
+            result.parts += 1
+            for raw in self._read_part(name):
+                result.lines += 1
+                kind = _classify(raw)
+                if kind is None:
+                    result.torn += 1
+                elif kind[1]:
+                    result.answered.add(kind[0])
+                else:
+                    errored.add(kind[0])
+        result.failed = errored - result.answered
+        return result
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every valid record of every part, in part order (torn lines skipped)."""
+        self.flush()
+        for name in self._sorted_parts():
+            for raw in self._read_part(name):
+                record = _parse(raw)
+                if record is not None:
+                    yield record
+
+    def compact(self) -> int:
+        """Leave exactly one line per key and return how many lines were dropped.
+
+        A key keeps its first response if it has one, else its last error; superseded errors,
+        duplicate responses and torn lines go. Only parts that change are rewritten. The part
+        being written is finished first, so later writes go to a new part.
+        """
+        self._end_part()
+        names = self._sorted_parts()
+        winners: dict[str, tuple[int, int, bool]] = {}  # key -> (part, line, is a response)
+        counts = [0] * len(names)
+        for part, name in enumerate(names):
+            for index, raw in enumerate(self._read_part(name)):
+                counts[part] += 1
+                kind = _classify(raw)
+                if kind is None:
+                    continue
+                key, answered = kind
+                previous = winners.get(key)
+                if previous is None or not previous[2]:  # a response beats errors; a later error wins
+                    winners[key] = (part, index, answered)
+        keep: list[set[int]] = [set() for _ in names]
+        for part, index, _answered in winners.values():
+            keep[part].add(index)
+        del winners
+        dropped = 0
+        for part, name in enumerate(names):
+            if len(keep[part]) == counts[part]:
+                continue
+            dropped += counts[part] - len(keep[part])
+            wanted = keep[part]
+            self._rewrite_part(name, (raw for i, raw in enumerate(self._read_part(name)) if i in wanted))
+        return dropped
+
+    # -- lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"the result sink for {self.uri!r} is closed")
+
+    def close(self) -> None:
+        """Flush and release; calling it again does nothing."""
+        if self._closed:
+            return
+        try:
+            self._end_part()
+        finally:
+            self._closed = True
+
+    def __enter__(self) -> ResultSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r}, attempt={self.attempt!r})"
+
+
+class LocalResultSink(ResultSink):
+    """Parts in a local folder, one ``write`` + ``flush`` per record."""
+
+    def __init__(self, uri: str, directory: Path, *, part_size: int, field: str) -> None:
+        super().__init__(uri, part_size=part_size, field=field)
+        self.directory = directory
+        self._handle: IO[bytes] | None = None
+        self._in_part = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._check_open()
+        line = _line(record)
+        handle = self._handle
+        if handle is None:
+            # "x": a part is never appended to or overwritten once another process made it.
+            handle = self._handle = (self.directory / self._part_name(self._seq)).open("xb")
+        handle.write(line)
+        handle.flush()
+        self.written += 1
+        self._in_part += 1
+        if self._in_part >= self.part_size:
+            self._end_part()
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+    def _end_part(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            self._seq += 1
+            self._in_part = 0
+
+    def _list_names(self) -> Iterable[str]:
+        with os.scandir(self.directory) as entries:
+            return [entry.name for entry in entries if entry.is_file()]
+
+    def _read_part(self, name: str) -> Iterator[bytes]:
+        with (self.directory / name).open("rb") as handle:
+            for line in handle:
+                raw = line.rstrip(b"\r\n")
+                if raw.strip():
+                    yield raw
+
+    def _rewrite_part(self, name: str, lines: Iterator[bytes]) -> None:
+        target = self.directory / name
+        temp = self.directory / f".{name}.compact-tmp"
+        kept = 0
+        try:
+            with temp.open("wb") as handle:
+                for raw in lines:
+                    handle.write(raw + b"\n")
+                    kept += 1
+            if kept:
+                os.replace(temp, target)
+            else:
+                target.unlink(missing_ok=True)
+        finally:
+            temp.unlink(missing_ok=True)
+
+
+class GcsResultSink(ResultSink):
+    """Parts as objects under a ``gs://`` prefix, each uploaded whole from a line buffer."""
+
+    def __init__(
+        self,
+        uri: str,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        *,
+        part_size: int,
+        flush_seconds: float,
+        field: str,
+    ) -> None:
+        super().__init__(uri, part_size=part_size, field=field)
+        self.client = client
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.flush_seconds = flush_seconds
+        self._bucket = client.bucket(bucket)
+        self._buffer: list[bytes] = []
+        self._last_upload = time.monotonic()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._check_open()
+        self._buffer.append(_line(record))
+        self.written += 1
+        if len(self._buffer) >= self.part_size or time.monotonic() - self._last_upload >= self.flush_seconds:
+            self._upload()
+
+    def flush(self) -> None:
+        self._upload()
+
+    def _end_part(self) -> None:
+        self._upload()
+
+    def _upload(self) -> None:
+        self._last_upload = time.monotonic()
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        blob = self._bucket.blob(self.prefix + self._part_name(self._seq))
+        with self._errors():
+            blob.upload_from_string(data, content_type="application/jsonl")
+        # Cleared only after the upload succeeded, so a failed upload is retried by the next flush.
+        self._buffer.clear()
+        self._seq += 1
+
+    def _list_names(self) -> Iterable[str]:
+        with self._errors():
+            blobs = list(self.client.list_blobs(self.bucket_name, prefix=self.prefix, delimiter="/"))
+        return [blob.name[len(self.prefix) :] for blob in blobs]
+
+    def _read_part(self, name: str) -> Iterator[bytes]:
+        with self._errors():
+            data = self._bucket.blob(self.prefix + name).download_as_bytes()
+        for line in data.split(b"\n"):
+            raw = line.rstrip(b"\r")
+            if raw.strip():
+                yield raw
+
+    def _rewrite_part(self, name: str, lines: Iterator[bytes]) -> None:
+        data = b"".join(raw + b"\n" for raw in lines)
+        if data:
+            # A new object first, then the old one goes: a crash in between leaves duplicates
+            # (harmless: the next compact drops them), never a missing answer.
+            match = PART_PATTERN.match(name)
+            assert match is not None
+            generation = int(match["gen"] or 0) + 1
+            new_name = f"part-{match['attempt']}-{match['seq']}-c{generation}.jsonl"
+            with self._errors():
+                self._bucket.blob(self.prefix + new_name).upload_from_string(
+                    data, content_type="application/jsonl"
+                )
+        from google.api_core import exceptions as gcs_errors
+
+        with self._errors(), contextlib.suppress(gcs_errors.NotFound):
+            self._bucket.blob(self.prefix + name).delete()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        from google.api_core import exceptions as gcs_errors
+
+        try:
+            yield
+        except gcs_errors.NotFound as error:
+            raise CtxCacheConfigError(
+                f"{self.field}: {self.uri!r} cannot be used ({error.message}); "
+                f"check that bucket {self.bucket_name!r} exists."
+            ) from None
+        except gcs_errors.Forbidden as error:
+            raise CtxCacheConfigError(
+                f"{self.field}: {self.uri!r} is not writable ({error.message}); grant the connection's "
+                "identity storage.objects.create, .get, .list and .delete on the bucket."
+            ) from None
+
+
+def open_output(
+    uri: str,
+    *,
+    storage_client_factory: Callable[[], Any],
+    allowed_roots: Sequence[str],
+    part_size: int = DEFAULT_PART_SIZE,
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+    field: str = "output_uri",
+) -> ResultSink:
+    """Start a new attempt writing under ``uri``.
+
+    :param uri: a local folder (under ``allowed_roots``; created if absent) or ``gs://bucket/prefix/``.
+    :param storage_client_factory: builds a google-cloud-storage client; called only for ``gs://``.
+    :param part_size: lines per part (at most, on GCS).
+    :param flush_seconds: on GCS, the longest a buffered line waits for upload (checked on write).
+    :raises CtxCacheConfigError: the location is refused, is a file, or the bucket is missing.
+    """
+    uri = check_uri(uri, field)
+    if is_gcs(uri):
+        bucket, prefix = gcs_prefix(uri, field)
+        client = storage_client_factory()
+        sink: ResultSink = GcsResultSink(
+            f"gs://{bucket}/{prefix}",
+            client,
+            bucket,
+            prefix,
+            part_size=part_size,
+            flush_seconds=flush_seconds,
+            field=field,
+        )
+        sink._list_names()  # fails now, naming the field, if the bucket is missing or unreadable
+        return sink
+    directory = local_path(uri, allowed_roots, field)
+    if directory.exists() and not directory.is_dir():
+        raise CtxCacheConfigError(f"{field}: {uri!r} is a file; give a folder for the output parts.")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CtxCacheConfigError(f"{field}: cannot create the folder {uri!r} ({error.strerror}).") from None
+    return LocalResultSink(str(directory), directory, part_size=part_size, field=field)
+
+
+__all__ = [
+    "GcsResultSink",
+    "LocalResultSink",
+    "OutputScan",
+    "ResultSink",
+    "error_record",
+    "open_output",
+    "response_record",
+]

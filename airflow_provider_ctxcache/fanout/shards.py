@@ -1,0 +1,198 @@
+"""Scaling past one machine: split a big input into shards, one mapped task instance each.
+
+::
+
+    @task
+    def make_shards() -> list[dict[str, str]]:
+        hook = ContextCacheHook()
+        return shard_input(
+            "gs://bucket/questions.jsonl", shard_size=10_000,
+            shards_uri="gs://bucket/run-1/shards/", output_uri="gs://bucket/run-1/answers/",
+            storage_client_factory=lambda: hook.storage_client, allowed_roots=configured_allowed_roots(),
+        )
+
+    GenerateWithCacheOperator.partial(task_id="ask", cache_name=cache.output).expand_kwargs(make_shards())
+
+Each shard is a JSONL file in the same batch request format and gets its own output prefix
+(``<output_uri>/shard-00000/``), so each mapped task instance resumes on its own: a retried
+shard skips the keys it already answered, and the others are untouched. Workers (Celery or
+Kubernetes) need to reach the shard files, so on more than one machine use ``gs://``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.fanout.inputs import open_input
+from airflow_provider_ctxcache.fanout.uris import check_uri, child_uri, gcs_prefix, is_gcs, local_path
+
+SHARD_FORMAT = "shard-{:05d}"
+_SHARD_FILE = re.compile(r"^shard-(\d{5,})\.jsonl$")
+
+
+def _check_size(value: Any, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CtxCacheConfigError(f"{field}: {value!r} must be a whole number >= 1.")
+    return value
+
+
+def chunk_prompts(prompts: Sequence[Any], size: int) -> list[list[Any]]:
+    """``prompts`` in consecutive lists of ``size`` (the last may be shorter), for ``.expand(prompts=...)``.
+
+    Keys by position (``prompt-NNNNN``) restart in every chunk; give prompts their own ``key``
+    or rely on the operator's per-map-index key prefix when keys must be unique across chunks.
+    """
+    size = _check_size(size, "size")
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise CtxCacheConfigError(f"prompts: a {type(prompts).__name__} is not a list of prompts.")
+    return [list(prompts[start : start + size]) for start in range(0, len(prompts), size)]
+
+
+def shard_input(
+    input_uri: str,
+    *,
+    shard_size: int,
+    shards_uri: str,
+    output_uri: str,
+    storage_client_factory: Callable[[], Any],
+    allowed_roots: Sequence[str],
+) -> list[dict[str, str]]:
+    """Split a JSONL input into ``shard-00000.jsonl``, ... of ``shard_size`` lines under ``shards_uri``.
+
+    Lines are copied as written (blank lines dropped); only JSON-ness is checked here, the
+    requests themselves are checked by each shard's task. Re-running overwrites the same
+    shards, and removes ``shard-NNNNN.jsonl`` files beyond the new count left by an earlier run
+    with a smaller ``shard_size``.
+
+    :returns: one ``{"input_uri": shard, "output_uri": <output_uri>/shard-NNNNN/}`` per shard, in
+        order, for ``GenerateWithCacheOperator.partial(...).expand_kwargs(...)``; ``[]`` for an
+        input with no lines.
+    """
+    shard_size = _check_size(shard_size, "shard_size")
+    shards_uri = check_uri(shards_uri, "shards_uri")
+    output_uri = check_uri(output_uri, "output_uri")
+    if is_gcs(output_uri):
+        bucket, prefix = gcs_prefix(output_uri, "output_uri")
+        output_base = f"gs://{bucket}/{prefix}"
+    else:
+        output_base = str(local_path(output_uri, allowed_roots, "output_uri"))
+    writer: _ShardWriter
+    if is_gcs(shards_uri):
+        bucket, prefix = gcs_prefix(shards_uri, "shards_uri")
+        writer = _GcsShards(storage_client_factory(), bucket, prefix)
+    else:
+        directory = local_path(shards_uri, allowed_roots, "shards_uri")
+        if directory.exists() and not directory.is_dir():
+            raise CtxCacheConfigError(f"shards_uri: {shards_uri!r} is a file; give a folder for the shards.")
+        directory.mkdir(parents=True, exist_ok=True)
+        writer = _LocalShards(directory)
+
+    count = 0
+    with open_input(
+        input_uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots
+    ) as source:
+        for index, chunk in enumerate(_chunks((raw for _n, raw in source.raw_lines()), shard_size)):
+            writer.write(_shard_name(index), chunk)
+            count = index + 1
+    writer.remove_beyond(count)
+    return [
+        {
+            "input_uri": writer.uri(_shard_name(index)),
+            "output_uri": child_uri(output_base, SHARD_FORMAT.format(index)) + "/",
+        }
+        for index in range(count)
+    ]
+
+
+def _shard_name(index: int) -> str:
+    return SHARD_FORMAT.format(index) + ".jsonl"
+
+
+def _chunks(lines: Iterator[bytes], size: int) -> Iterator[Iterator[bytes]]:
+    """Consecutive runs of ``size`` lines; each run must be consumed before the next is asked for."""
+    while (first := next(lines, None)) is not None:
+        yield itertools.chain((first,), itertools.islice(lines, size - 1))
+
+
+class _ShardWriter:
+    def write(self, name: str, lines: Iterator[bytes]) -> None:
+        raise NotImplementedError
+
+    def uri(self, name: str) -> str:
+        raise NotImplementedError
+
+    def remove_beyond(self, count: int) -> None:
+        raise NotImplementedError
+
+
+class _LocalShards(_ShardWriter):
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def write(self, name: str, lines: Iterator[bytes]) -> None:
+        temp = self.directory / f".{name}.tmp"
+        try:
+            with temp.open("wb") as handle:
+                for raw in lines:
+                    handle.write(raw + b"\n")
+            os.replace(temp, self.directory / name)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def uri(self, name: str) -> str:
+        return str(self.directory / name)
+
+    def remove_beyond(self, count: int) -> None:
+        for path in self.directory.iterdir():
+            match = _SHARD_FILE.match(path.name)
+            if match and int(match.group(1)) >= count:
+                path.unlink(missing_ok=True)
+
+
+class _GcsShards(_ShardWriter):
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self.client = client
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.bucket = client.bucket(bucket)
+
+    def write(self, name: str, lines: Iterator[bytes]) -> None:
+        data = b"".join(raw + b"\n" for raw in lines)
+        with self._errors():
+            self.bucket.blob(self.prefix + name).upload_from_string(data, content_type="application/jsonl")
+
+    def uri(self, name: str) -> str:
+        return f"gs://{self.bucket_name}/{self.prefix}{name}"
+
+    def remove_beyond(self, count: int) -> None:
+        from google.api_core import exceptions as gcs_errors
+
+        with self._errors():
+            blobs = list(self.client.list_blobs(self.bucket_name, prefix=self.prefix, delimiter="/"))
+        for blob in blobs:
+            match = _SHARD_FILE.match(blob.name[len(self.prefix) :])
+            if match and int(match.group(1)) >= count:
+                with contextlib.suppress(gcs_errors.NotFound):
+                    blob.delete()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        from google.api_core import exceptions as gcs_errors
+
+        try:
+            yield
+        except gcs_errors.NotFound as error:
+            raise CtxCacheConfigError(
+                f"shards_uri: cannot write under gs://{self.bucket_name}/{self.prefix} ({error.message}); "
+                f"check that bucket {self.bucket_name!r} exists."
+            ) from None
+
+
+__all__ = ["chunk_prompts", "shard_input"]

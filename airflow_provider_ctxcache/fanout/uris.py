@@ -1,0 +1,85 @@
+"""Where fan-out input and output live: a local path under the allowed roots, or ``gs://``.
+
+Local paths follow the same rule as ``{"file": PATH}`` cache contents (see ``contents.py``):
+they are resolved (``~``, ``..`` and symlinks) and must then lie under one of the allowed
+roots, because a run triggered from the UI renders params into these fields and params are
+untrusted. Errors are :class:`CtxCacheConfigError` whose message starts with the field name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from airflow_provider_ctxcache.contents import ALLOWED_ROOTS_ENV
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+
+GCS_SCHEME = "gs://"
+FILE_SCHEME = "file://"
+
+
+def check_uri(value: object, field: str) -> str:
+    """``value`` as a non-empty string, or an error that says what a URI looks like."""
+    if not isinstance(value, str) or not value.strip():
+        raise CtxCacheConfigError(
+            f"{field}: {value!r} is not a location; give a local path under the allowed roots "
+            "or a gs://bucket/path URI."
+        )
+    return value.strip()
+
+
+def is_gcs(uri: str) -> bool:
+    return uri.startswith(GCS_SCHEME)
+
+
+def split_gcs(uri: str, field: str, *, need_object: bool) -> tuple[str, str]:
+    """``gs://bucket/some/name`` -> ``("bucket", "some/name")``.
+
+    :param need_object: the URI must name an object (an input file), not just a bucket.
+    """
+    rest = uri[len(GCS_SCHEME) :]
+    bucket, _, name = rest.partition("/")
+    if not bucket or any(c in bucket for c in " \\") or (need_object and not name.strip("/")):
+        example = "gs://bucket/path/requests.jsonl" if need_object else "gs://bucket/prefix/"
+        raise CtxCacheConfigError(f"{field}: {uri!r} is not a Cloud Storage URI such as {example}.")
+    return bucket, name
+
+
+def gcs_prefix(uri: str, field: str) -> tuple[str, str]:
+    """A ``gs://`` folder as (bucket, prefix), the prefix empty or ending in ``/``."""
+    bucket, prefix = split_gcs(uri, field, need_object=False)
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def local_path(uri: str, allowed_roots: Sequence[str], field: str) -> Path:
+    """The resolved local path for ``uri`` (a path or ``file://`` URI), checked against the roots.
+
+    Nothing is created or required to exist here; callers say what is missing.
+    """
+    if "://" in uri and not uri.startswith(FILE_SCHEME):
+        raise CtxCacheConfigError(
+            f"{field}: {uri!r} uses an unsupported scheme; give a local path or a gs://bucket/path URI."
+        )
+    raw = uri[len(FILE_SCHEME) :] if uri.startswith(FILE_SCHEME) else uri
+    roots = [Path(root).expanduser().resolve() for root in allowed_roots if root and root.strip()]
+    if not roots:
+        raise CtxCacheConfigError(
+            f"{field}: local files are disabled; allow their folder with the operator's allowed_roots "
+            f"or [ctxcache] allowed_roots ({ALLOWED_ROOTS_ENV}), or use a gs:// URI."
+        )
+    path = Path(raw).expanduser().resolve()
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise CtxCacheConfigError(
+            f"{field}: {uri!r} is outside the allowed roots ({allowed}); move it there."
+        )
+    return path
+
+
+def child_uri(base: str, name: str) -> str:
+    """``name`` inside the folder or prefix ``base`` (``gs://b/p`` + ``x`` -> ``gs://b/p/x``)."""
+    return f"{base.rstrip('/')}/{name}"
+
+
+__all__ = ["check_uri", "child_uri", "gcs_prefix", "is_gcs", "local_path", "split_gcs"]

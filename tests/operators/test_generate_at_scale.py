@@ -1,0 +1,266 @@
+"""GenerateWithCacheOperator at scale: JSONL in and out, faults, a killed worker, a vanished cache.
+
+Each test reads the output the operator wrote (batch-output lines) and the emulator's counts,
+so "exactly once" and "within N + max_concurrency calls" are checked on real artefacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_ctxcache.emulator.process import EmulatorProcess
+from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
+from airflow_provider_ctxcache.exceptions import CacheNotFoundError
+from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.operators import GenerateWithCacheOperator
+from tests.hooks.conftest import ConnFactory, backend_extra
+from tests.operators.context import task_context
+
+MODEL = "gemini-2.5-flash"
+
+
+@pytest.fixture
+def conn(emulator: EmulatorProcess, make_conn: ConnFactory) -> str:
+    return make_conn("ctxcache_scale", **backend_extra("gemini_api", emulator))
+
+
+def new_cache(conn_id: str, ttl: str = "30m") -> str:
+    name = ContextCacheHook(conn_id).create_cache(model=MODEL, contents=[text_of_tokens(1100)], ttl=ttl).name
+    assert name
+    return name
+
+
+def write_input(path: Path, n: int, cache_name: str | None = None) -> Path:
+    with path.open("w") as out:
+        for i in range(n):
+            request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": f"Question {i}?"}]}]}
+            if cache_name:
+                request["cachedContent"] = cache_name
+            out.write(json.dumps({"key": f"q{i:05d}", "request": request}) + "\n")
+    return path
+
+
+def output_lines(folder: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for part in sorted(folder.glob("part-*.jsonl"))
+        for line in part.read_text().splitlines()
+    ]
+
+
+def operator(conn_id: str, cache_name: str, tmp_path: Path, **kwargs: Any) -> GenerateWithCacheOperator:
+    arguments: dict[str, Any] = {
+        "input_uri": str(tmp_path / "in.jsonl"),
+        "output_uri": str(tmp_path / "out"),
+        "allowed_roots": [str(tmp_path)],
+        "progress_interval": 0,
+    }
+    arguments.update(kwargs)
+    return GenerateWithCacheOperator(
+        task_id="ask", ctxcache_conn_id=conn_id, cache_name=cache_name, **arguments
+    )
+
+
+def test_every_key_is_answered_exactly_once_under_429s_and_503s(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    name = new_cache(conn)
+    write_input(tmp_path / "in.jsonl", 200)
+    emulator.admin.faults(
+        error_rate_429=0.2, error_rate_503=0.05, retry_delay_s=0.1, seed=5, ops=["generate_content"]
+    )
+    summary = operator(conn, name, tmp_path, max_concurrency=16).execute(task_context())["summary"]
+    lines = output_lines(tmp_path / "out")
+    assert sorted(line["key"] for line in lines) == [f"q{i:05d}" for i in range(200)]
+    assert all("response" in line for line in lines)
+    statuses = emulator.admin.state()["status_counts"]["generate_content"]
+    assert statuses["200"] == 200
+    assert statuses["429"] > 0
+    assert statuses["503"] > 0
+    assert summary["quota_waits"] == statuses["429"]
+
+
+CHILD = """
+import sys
+from airflow_provider_ctxcache.operators import GenerateWithCacheOperator
+from tests.operators.context import task_context
+conn, cache, folder = sys.argv[1:4]
+GenerateWithCacheOperator(task_id="ask", ctxcache_conn_id=conn, cache_name=cache,
+                          input_uri=folder + "/in.jsonl", output_uri=folder + "/out",
+                          allowed_roots=[folder], max_concurrency=8,
+                          progress_interval=0).execute(task_context())
+"""
+
+
+def test_a_killed_run_resumes_with_one_line_per_key_and_no_repeated_calls(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    n, concurrency = 300, 8
+    name = new_cache(conn)
+    write_input(tmp_path / "in.jsonl", n)
+    emulator.admin.faults(latency_ms=40, ops=["generate_content"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, conn, name, str(tmp_path)],
+        env=os.environ.copy(),
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    deadline = time.monotonic() + 60
+    while len(output_lines(tmp_path / "out")) < 100 if (tmp_path / "out").exists() else True:
+        assert child.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    answered_before = len(output_lines(tmp_path / "out"))
+    assert answered_before < n
+
+    emulator.admin.faults()
+    output = operator(conn, name, tmp_path, max_concurrency=concurrency).execute(task_context())
+    lines = output_lines(tmp_path / "out")
+    assert sorted(line["key"] for line in lines) == [f"q{i:05d}" for i in range(n)]
+    assert output["summary"]["skipped_already_answered"] >= answered_before
+    assert emulator.admin.state()["counts"]["generate_content"] <= n + concurrency
+
+
+def test_a_retry_skips_every_key_already_answered(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    name = new_cache(conn)
+    write_input(tmp_path / "in.jsonl", 30)
+    operator(conn, name, tmp_path).execute(task_context())
+    again = operator(conn, name, tmp_path).execute(task_context())
+    assert again["summary"]["skipped_already_answered"] == 30
+    assert again["summary"]["requests"] == 0
+    assert emulator.admin.state()["counts"]["generate_content"] == 30
+    assert len(output_lines(tmp_path / "out")) == 30
+
+
+def test_a_cache_deleted_mid_run_stops_with_the_answers_so_far_in_the_output(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    name = new_cache(conn)
+    write_input(tmp_path / "in.jsonl", 200)
+    emulator.admin.faults(latency_ms=30, ops=["generate_content"])
+
+    def delete_when_some_are_answered() -> None:
+        while not (tmp_path / "out").exists() or len(output_lines(tmp_path / "out")) < 20:
+            time.sleep(0.02)
+        ContextCacheHook(conn).delete_cache(name)
+
+    deleter = threading.Thread(target=delete_when_some_are_answered)
+    deleter.start()
+    with pytest.raises(CacheNotFoundError, match=name):
+        operator(conn, name, tmp_path, max_concurrency=4).execute(task_context())
+    deleter.join()
+    lines = output_lines(tmp_path / "out")
+    keys = [line["key"] for line in lines]
+    assert len(keys) >= 20
+    assert len(keys) == len(set(keys))
+    assert all("response" in line for line in lines)
+    assert emulator.admin.state()["counts"]["generate_content"] < 200
+    time.sleep(0.2)  # calls abandoned client-side still finish on the server: let them land in this test
+
+
+def test_the_forum_thread_batch_file_runs_unchanged(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    name = new_cache(conn)
+    forum_lines = [
+        {
+            "key": f"request-{i}",
+            "request": {
+                "contents": [
+                    {"parts": [{"text": f"Summarise clause {i} of the cached contract."}], "role": "user"}
+                ],
+                "generationConfig": {"temperature": 0.2, "thinking_config": {"thinking_budget": 0}},
+                "cachedContent": name,
+            },
+        }
+        for i in range(1, 4)
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in forum_lines))
+    output = operator(conn, name, tmp_path).execute(task_context())
+    lines = output_lines(tmp_path / "out")
+    assert sorted(line["key"] for line in lines) == ["request-1", "request-2", "request-3"]
+    assert all(line["response"]["usageMetadata"]["cachedContentTokenCount"] == 1100 for line in lines)
+    sent = [r["body"] for r in emulator.admin.requests() if r["op"] == "generate_content"]
+    assert [body["generationConfig"]["temperature"] for body in sent] == [0.2, 0.2, 0.2]
+    assert set(output["results"]) == {"request-1", "request-2", "request-3"}
+
+
+def test_gcs_input_and_output_work_like_local_files(
+    conn: str, emulator: EmulatorProcess, gcs_bucket: str, tmp_path: Path
+) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    name = new_cache(conn)
+    bucket = storage.Client(project="test", credentials=AnonymousCredentials()).bucket(gcs_bucket)
+    local = write_input(tmp_path / "in.jsonl", 25)
+    bucket.blob("jobs/in.jsonl").upload_from_filename(str(local))
+    output = GenerateWithCacheOperator(
+        task_id="ask",
+        ctxcache_conn_id=conn,
+        cache_name=name,
+        input_uri=f"gs://{gcs_bucket}/jobs/in.jsonl",
+        output_uri=f"gs://{gcs_bucket}/jobs/out/",
+        output_part_size=10,
+        progress_interval=0,
+    ).execute(task_context())
+    blobs = sorted(b.name for b in bucket.list_blobs(prefix="jobs/out/"))
+    assert len(blobs) == 3
+    keys = [json.loads(line)["key"] for b in blobs for line in bucket.blob(b).download_as_text().splitlines()]
+    assert sorted(keys) == [f"q{i:05d}" for i in range(25)]
+    assert output["output_uri"] == f"gs://{gcs_bucket}/jobs/out/"
+
+
+def test_xcom_gets_a_small_summary_and_the_cost_report(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    name = new_cache(conn)
+    write_input(tmp_path / "in.jsonl", 12)
+    output = operator(conn, name, tmp_path, xcom_results_limit=10).execute(task_context())
+    assert output["results"] is None  # more prompts than xcom_results_limit: the answers stay in the output
+    assert output["summary"]["succeeded"] == 12
+    assert output["summary"]["cached_content_token_count"] == 12 * 1100
+    cost = output["cost"]
+    assert cost["model"] == MODEL
+    assert cost["with_cache"] < cost["without_cache"]
+    assert cost["batch"] == pytest.approx(cost["without_cache"] / 2, abs=1e-6)
+    assert len(json.dumps(output)) < 4000
+
+
+def test_more_prompts_than_xcom_holds_need_an_output_uri(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+
+    name = new_cache(conn)
+    write_input(tmp_path / "in.jsonl", 1001)
+    with pytest.raises(CtxCacheConfigError, match=r"^output_uri: 1001 prompts are too many"):
+        operator(conn, name, tmp_path, output_uri=None).execute(task_context())
+    assert emulator.admin.state()["counts"]["generate_content"] == 0
+
+
+def test_a_bad_line_in_the_input_fails_before_any_call(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+
+    name = new_cache(conn)
+    write_input(tmp_path / "in.jsonl", 50)
+    with (tmp_path / "in.jsonl").open("a") as out:
+        out.write('{"key": "bad", "request": {"contents": "x", "tools": [{"code_execution": {}}]}}\n')
+    with pytest.raises(CtxCacheConfigError, match=r"^input_uri line 51\.request\.tools"):
+        operator(conn, name, tmp_path).execute(task_context())
+    assert emulator.admin.state()["counts"]["generate_content"] == 0
