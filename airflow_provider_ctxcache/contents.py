@@ -3,16 +3,19 @@
 Accepted items: a string (text), ``{"text": ...}``, ``{"file": PATH}`` (a file, or a folder read
 recursively in name order) and ``{"uri": URI, "mime_type": ...}`` (``gs://`` on Vertex, Files API
 URIs on the Developer API). Local paths are read only under allowed roots, because a run
-triggered from the UI renders params into these fields and params are untrusted.
+triggered from the UI renders params into these fields and params are untrusted. Local files
+stay unread until :func:`resolve`: those that would push the request past the 10 MB inline
+limit are staged (Cloud Storage on Vertex, the Files API on the Developer API), the rest go inline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import mimetypes
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +55,42 @@ def _within(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalFile:
+    """A local file checked against the allowed roots, not read yet: it goes inline or is staged."""
+
+    path: Path
+    mime_type: str
+    size: int
+    field: str
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        with self.path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def inline_part(self) -> types.Part:
+        data = self.path.read_bytes()
+        if self.mime_type.startswith("text/"):
+            return types.Part(text=data.decode("utf-8", errors="replace"))
+        return types.Part(inline_data=types.Blob(data=data, mime_type=self.mime_type))
+
+
+Item = types.Part | LocalFile
+Stage = Callable[[LocalFile], types.Part]
+
+
 class ContentBuilder:
-    """Builds one request's parts and keeps the running inline size under the 10 MB limit."""
+    """Checks one request's content items and turns them into parts; local files are deferred."""
 
     def __init__(self, *, backend: str, allowed_roots: Iterable[str], field: str = "contents") -> None:
         self.backend = backend
         self.field = field
         self.roots = [Path(root).expanduser().resolve() for root in allowed_roots]
-        self.inline_bytes = 0
 
-    def build(self, items: Any) -> list[types.Part]:
+    def build(self, items: Any) -> list[Item]:
         if isinstance(items, (str, dict)):
             items = [items]
         if not isinstance(items, (list, tuple)) or not items:
@@ -69,16 +98,22 @@ class ContentBuilder:
                 f"{self.field}: is empty; give a list of strings, {{'text': ...}}, {{'file': PATH}} "
                 "or {'uri': URI, 'mime_type': ...} items."
             )
-        parts: list[types.Part] = []
+        parts: list[Item] = []
         for index, item in enumerate(items):
             parts.extend(self._item(item, f"{self.field}[{index}]"))
         if not parts:
             raise CtxCacheConfigError(f"{self.field}: holds no content (empty strings or empty folders).")
+        text_bytes = sum(len(p.text.encode()) for p in parts if isinstance(p, types.Part) and p.text)
+        if text_bytes > INLINE_LIMIT_BYTES:
+            raise CtxCacheConfigError(
+                f"{self.field}: {text_bytes} bytes of inline text pass the 10 MB request limit; "
+                "put the text in files ({'file': PATH}), which are staged when too large to send inline."
+            )
         return parts
 
-    def _item(self, item: Any, where: str) -> list[types.Part]:
+    def _item(self, item: Any, where: str) -> list[Item]:
         if isinstance(item, str):
-            return [self._text(item, where)] if item.strip() else []
+            return [types.Part(text=item)] if item.strip() else []
         if not isinstance(item, dict) or len({"text", "file", "uri"} & item.keys()) != 1:
             raise CtxCacheConfigError(
                 f"{where}: {_short(item)} is not a content item; use a string, {{'text': ...}}, "
@@ -88,14 +123,10 @@ class ContentBuilder:
             text = item["text"]
             if not isinstance(text, str):
                 raise CtxCacheConfigError(f"{where}.text: must be a string, not {type(text).__name__}.")
-            return [self._text(text, where)] if text.strip() else []
+            return [types.Part(text=text)] if text.strip() else []
         if "uri" in item:
             return [self._uri(item, where)]
         return self._files(item["file"], item.get("mime_type"), f"{where}.file")
-
-    def _text(self, text: str, where: str) -> types.Part:
-        self._add_inline(len(text.encode()), where)
-        return types.Part(text=text)
 
     def _uri(self, item: dict[str, Any], where: str) -> types.Part:
         uri, mime = item["uri"], item.get("mime_type") or item.get("mimeType")
@@ -103,8 +134,8 @@ class ContentBuilder:
             raise CtxCacheConfigError(f"{where}.uri: {uri!r} is not a URI such as gs://bucket/object.pdf.")
         if uri.startswith("gs://") and self.backend != "vertex_ai":
             raise CtxCacheConfigError(
-                f"{where}.uri: gs:// URIs work only on vertex_ai; on gemini_api upload the file "
-                "through the Files API, or pass it as {'file': PATH}."
+                f"{where}.uri: gs:// URIs work only on vertex_ai; on gemini_api pass the file as "
+                "{'file': PATH}: large files are uploaded through the Files API for you."
             )
         if not mime:
             guessed, _ = mimetypes.guess_type(uri)
@@ -115,7 +146,7 @@ class ContentBuilder:
             )
         return types.Part(file_data=types.FileData(file_uri=uri, mime_type=mime))
 
-    def _files(self, raw: Any, mime: str | None, where: str) -> list[types.Part]:
+    def _files(self, raw: Any, mime: str | None, where: str) -> list[Item]:
         if not isinstance(raw, str) or not raw.strip():
             raise CtxCacheConfigError(f"{where}: {raw!r} is not a path.")
         path = Path(raw).expanduser().resolve()
@@ -136,22 +167,51 @@ class ContentBuilder:
             raise CtxCacheConfigError(f"{where}: {raw!r} does not exist on this worker.")
         return [self._file(path, mime, where)]
 
-    def _file(self, path: Path, mime: str | None, where: str) -> types.Part:
-        mime = mime or _mime_type(path)
-        self._add_inline(path.stat().st_size, where)
-        data = path.read_bytes()
-        if mime.startswith("text/"):
-            return types.Part(text=data.decode("utf-8", errors="replace"))
-        return types.Part(inline_data=types.Blob(data=data, mime_type=mime))
+    def _file(self, path: Path, mime: str | None, where: str) -> LocalFile:
+        return LocalFile(path=path, mime_type=mime or _mime_type(path), size=path.stat().st_size, field=where)
 
-    def _add_inline(self, size: int, where: str) -> None:
-        self.inline_bytes += size
-        if self.inline_bytes > INLINE_LIMIT_BYTES:
-            raise CtxCacheConfigError(
-                f"{where}: the inline content passes the 10 MB request limit "
-                f"({self.inline_bytes} bytes so far); "
-                "put large files in Cloud Storage and pass {'uri': 'gs://...'} (vertex_ai)."
-            )
+
+def inline_bytes(items: Sequence[Item]) -> int:
+    """What the request would carry inline: text, inline data, and every local file read inline."""
+    total = 0
+    for item in items:
+        if isinstance(item, LocalFile):
+            total += item.size
+        elif item.text:
+            total += len(item.text.encode())
+        elif item.inline_data and item.inline_data.data:
+            total += len(item.inline_data.data)
+    return total
+
+
+def files_to_stage(items: Sequence[Item]) -> list[LocalFile]:
+    """The fewest files, largest first, whose staging brings the inline size under the limit."""
+    excess = inline_bytes(items) - INLINE_LIMIT_BYTES
+    chosen: list[LocalFile] = []
+    for local in sorted((i for i in items if isinstance(i, LocalFile)), key=lambda f: -f.size):
+        if excess <= 0:
+            break
+        chosen.append(local)
+        excess -= local.size
+    return chosen
+
+
+def resolve(items: Sequence[Item], stage: Stage | None) -> list[types.Part]:
+    """Parts for the request: files over the inline budget go through ``stage``, the rest inline."""
+    staged = {id(local) for local in files_to_stage(items)}
+    if staged and stage is None:
+        raise CtxCacheConfigError(
+            f"contents: {inline_bytes(items)} bytes pass the 10 MB inline limit and nothing can stage them; "
+            "on vertex_ai set the connection extra staging_uri (gs://bucket/prefix) "
+            "or the operator's staging_uri."
+        )
+    parts: list[types.Part] = []
+    for item in items:
+        if isinstance(item, LocalFile):
+            parts.append(stage(item) if id(item) in staged and stage is not None else item.inline_part())
+        else:
+            parts.append(item)
+    return parts
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -163,11 +223,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def fingerprint(*, model: str, contents: Sequence[types.Part], **extras: Any) -> str:
+def fingerprint(*, model: str, contents: Sequence[Item], **extras: Any) -> str:
     """A stable hash of what the cache would hold, so equal content maps to one cache."""
     digest = hashlib.sha256()
     digest.update(model.removeprefix("models/").encode())
-    for part in contents:
-        digest.update(json.dumps(part.model_dump(mode="json", exclude_none=True), sort_keys=True).encode())
+    for item in contents:
+        if isinstance(item, LocalFile):
+            described: Any = {"file": item.path.name, "mime_type": item.mime_type, "sha256": item.sha256()}
+        else:
+            described = item.model_dump(mode="json", exclude_none=True)
+        digest.update(json.dumps(described, sort_keys=True).encode())
     digest.update(json.dumps(extras, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -70,6 +70,17 @@ class QuotaExceededError(CtxCacheError):
         super().__init__(f"quota exhausted: {message}.{hint}")
 
 
+class ModelNotFoundError(CtxCacheConfigError):
+    """The backend does not serve this model (404): a name to fix, not a call to retry."""
+
+    def __init__(self, model: str | None, detail: str) -> None:
+        self.model = model
+        super().__init__(
+            f"model: {model!r} is not a model this backend serves ({detail}); "
+            "check the name, e.g. 'gemini-2.5-flash', and that it is available in your project and region."
+        )
+
+
 class CtxCacheApiError(CtxCacheError):
     """Any other API failure, with the code and status kept for callers that branch on them."""
 
@@ -140,4 +151,6 @@ def translate_api_error(
             return CacheNotFoundError(cache_name, message)
     if cache_name and code in (403, 404) and _names_the_cache(code, message):
         return CacheNotFoundError(cache_name, message)
+    if code == 404 and model and "model" in message.lower():
+        return ModelNotFoundError(model, message)
     return CtxCacheApiError(code, status, message)

@@ -61,6 +61,11 @@ CONN_FIELDS: dict[str, Any] = {
         "schema": {"type": ["string", "null"]},
         "description": "Path to a service-account key file on the workers and the triggerer (vertex_ai).",
     },
+    "staging_uri": {
+        "label": "Staging URI",
+        "schema": {"type": ["string", "null"]},
+        "description": "gs://bucket/prefix where files over the 10 MB inline limit are staged (vertex_ai).",
+    },
     "retry_attempts": {
         "label": "Retry attempts",
         "schema": {"type": ["integer", "null"], "default": 5, "minimum": 1},

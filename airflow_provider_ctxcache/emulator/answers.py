@@ -69,6 +69,7 @@ _STOPWORDS = frozenset(
 )
 _STEM = 6  # words are compared on their first letters, so "terminate" meets "termination"
 _TIE_SCAN = 64  # tied sentences examined for the longest one
+_DENSE_RATIO = 32  # a word in at least 1 of this many sentences gets its bitset at build time
 
 
 def words(text: str) -> set[str]:
@@ -95,6 +96,11 @@ class ContextIndex:
     Built once per cache. Scoring a prompt adds one bitset per prompt word into bit-sliced
     counters and reads the maximum off the top bit-plane down, so answering costs a few
     big-integer operations per prompt word, not a pass over a (possibly million-token) context.
+
+    Only words frequent enough to fill a bitset (one in ``_DENSE_RATIO`` sentences) get one at
+    build time; rarer words (numbers, names) keep their sentence list and get their bitset when
+    a prompt asks for them. Building stays linear in the text: a bitset per distinct word
+    would be quadratic when most sentences carry a word of their own.
     """
 
     def __init__(self, text: str) -> None:
@@ -103,8 +109,23 @@ class ContextIndex:
         for i, sentence in enumerate(self.sentences):
             for word in words(sentence):
                 positions.setdefault(word, []).append(i)
-        self.postings = {word: _bitset(indices, len(self.sentences)) for word, indices in positions.items()}
-        self._everything = (1 << len(self.sentences)) - 1
+        size = len(self.sentences)
+        self.postings: dict[str, int] = {}
+        self.rare: dict[str, list[int]] = {}
+        for word, indices in positions.items():
+            if len(indices) * _DENSE_RATIO >= size:
+                self.postings[word] = _bitset(indices, size)
+            else:
+                self.rare[word] = indices
+        self._everything = (1 << size) - 1
+
+    def _sentences_with(self, word: str) -> int:
+        """The bitset of the sentences containing ``word``."""
+        bits = self.postings.get(word)
+        if bits is not None:
+            return bits
+        rare = self.rare.get(word)
+        return _bitset(rare, len(self.sentences)) if rare else 0
 
     def best(self, prompt: str) -> tuple[int, str]:
         """(score, sentence): the sentence sharing the most distinct words with the prompt.
@@ -116,7 +137,7 @@ class ContextIndex:
             return -1, ""
         planes: list[int] = []  # planes[k]: sentences whose count has bit k set
         for word in words(prompt):
-            carry = self.postings.get(word, 0)
+            carry = self._sentences_with(word)
             level = 0
             while carry:
                 if level == len(planes):

@@ -7,6 +7,7 @@ backends differ (resource names, the missing-cache error, model names) :class:`C
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -18,11 +19,15 @@ from .answers import ContextIndex, answer, thoughts_tokens
 from .clock import NANOS, TimestampError, format_timestamp, parse_duration, parse_timestamp
 from .content import Meter, check_inline_limit, pick
 from .errors import ApiError, invalid_argument, not_found, permission_denied
+from .sources import FileSource
 from .state import EmulatorState
 from .store import GEMINI_API, CachedContent, Scope, developer_scope, scope_prefix, vertex_scope
 from .tokens import min_tokens_for, model_id
 
 DEFAULT_TTL_NS = 3600 * NANOS
+# Contexts of this many characters or more are indexed in a worker thread (a 25 MB text takes
+# seconds), so other requests keep being served meanwhile.
+THREADED_INDEX_CHARS = 1_000_000
 MAX_DISPLAY_NAME = 128
 
 _DURATION_TYPE = "(type.googleapis.com/google.protobuf.Duration)"
@@ -95,6 +100,10 @@ class Call:
         if self.is_developer:
             return f"models/{mid}"
         return f"projects/{self.project}/locations/{self.location}/publishers/google/models/{mid}"
+
+    def file_source(self) -> FileSource:
+        """What this call's ``fileData`` parts can point at (uploaded files, or gs:// objects)."""
+        return FileSource.for_backend(developer=self.is_developer, files=self.state.files)
 
     def require_model(self, mid: str, method: str) -> int:
         """The model's minimum cache size; 404 NOT_FOUND when the model is unknown."""
@@ -241,7 +250,7 @@ async def create_cache(call: Call, body: Any) -> dict[str, Any]:
         raise invalid_argument(
             f"cached_content.display_name must be a string of at most {MAX_DISPLAY_NAME} characters."
         )
-    meter = Meter()
+    meter = Meter(call.file_source())
     system = pick(body, "systemInstruction", "system_instruction")
     if system is not None:
         meter.add_content(system, "cached_content.system_instruction")
@@ -250,12 +259,14 @@ async def create_cache(call: Call, body: Any) -> dict[str, Any]:
     meter.add_json(pick(body, "toolConfig", "tool_config"))
     _refuse_cloud_storage(call, meter)
     meter.check_inline_limit()
+    await meter.resolve_files()
     if meter.tokens < minimum:
         raise invalid_argument(
             f"The cached content is of {meter.tokens} tokens. "
             f"The minimum token count to start caching is {minimum}."
         )
     encryption = pick(body, "encryptionSpec", "encryption_spec")
+    context = await _index(meter.all_text)
     store = call.state.store
     cache = CachedContent(
         name=store.new_name(call.scope),
@@ -266,7 +277,7 @@ async def create_cache(call: Call, body: Any) -> dict[str, Any]:
         update_ns=now,
         expire_ns=expire_ns,
         total_tokens=meter.tokens,
-        context=ContextIndex(meter.all_text),
+        context=context,
         context_digest=meter.digest,
         seq=store.next_seq(),
         encryption_spec=encryption if isinstance(encryption, dict) else None,
@@ -337,7 +348,8 @@ async def generate_content(call: Call, mid: str, body: Any) -> dict[str, Any]:
     if not contents:
         raise invalid_argument("* GenerateContentRequest.contents: contents is not specified\n")
     cache = _cache_for_request(call, mid, body)
-    context = Meter()
+    files = call.file_source()
+    context = Meter(files)
     system = pick(body, "systemInstruction", "system_instruction")
     if system is not None:
         context.add_content(system, "system_instruction")
@@ -346,11 +358,13 @@ async def generate_content(call: Call, mid: str, body: Any) -> dict[str, Any]:
     if not isinstance(contents, list):
         raise invalid_argument("Invalid value at 'contents': expected a list of Content.")
     context.add_contents(contents[:-1], "contents")
-    prompt = Meter()
+    prompt = Meter(files)
     prompt.add_content(contents[-1], f"contents[{len(contents) - 1}]")
     for meter in (context, prompt):
         _refuse_cloud_storage(call, meter)
     check_inline_limit(context.payload_bytes + prompt.payload_bytes)
+    for meter in (context, prompt):
+        await meter.resolve_files()
 
     config = pick(body, "generationConfig", "generation_config") or {}
     if not isinstance(config, dict):
@@ -363,7 +377,7 @@ async def generate_content(call: Call, mid: str, body: Any) -> dict[str, Any]:
     indexes = [cache.context] if cache else []
     request_text = "\n".join(t for t in (context.all_text, *prompt.inline_texts) if t)
     if request_text:
-        indexes.append(ContextIndex(request_text))
+        indexes.append(await _index(request_text))
     has_context = cache is not None or context.tokens > 0 or prompt.has_data
     digest_source = "|".join([cache.context_digest if cache else "", context.digest, prompt.digest])
     reply = answer(
@@ -410,7 +424,7 @@ async def count_tokens(call: Call, mid: str, body: Any) -> dict[str, Any]:
     if isinstance(request, dict):
         body = request
         cache = _cache_for_request(call, mid, request)
-    meter = Meter()
+    meter = Meter(call.file_source())
     system = pick(body, "systemInstruction", "system_instruction")
     if system is not None:
         meter.add_content(system, "system_instruction")
@@ -419,6 +433,7 @@ async def count_tokens(call: Call, mid: str, body: Any) -> dict[str, Any]:
     meter.add_json(pick(body, "toolConfig", "tool_config"))
     _refuse_cloud_storage(call, meter)
     meter.check_inline_limit()
+    await meter.resolve_files()
     if cache is None:
         return {"totalTokens": meter.tokens}
     return {"totalTokens": meter.tokens + cache.total_tokens, "cachedContentTokenCount": cache.total_tokens}
@@ -439,6 +454,13 @@ def _cache_for_request(call: Call, mid: str, body: Mapping[str, Any]) -> CachedC
         if pick(body, camel, snake):
             raise invalid_argument(FORBIDDEN_WITH_CACHE_MESSAGE)
     return cache
+
+
+async def _index(text: str) -> ContextIndex:
+    """The answer index of a context; a large one is built off the event loop."""
+    if len(text) < THREADED_INDEX_CHARS:
+        return ContextIndex(text)
+    return await asyncio.to_thread(ContextIndex, text)
 
 
 def _optional_int(value: Any, field: str) -> int | None:

@@ -4,12 +4,21 @@ Every API route goes through one dispatcher that parses the JSON body, checks au
 injected faults, runs the handler, renders Google-shaped errors, and counts and logs the
 request (never its headers, never a key). Routes are plain Starlette routes on the FastAPI
 app with no per-request validation layer, so the emulator stays fast under load.
+
+The chunk requests of a resumable upload (``POST /upload/{v}/files?upload_id=...``) are the
+one exception to JSON bodies and auth: their body is raw bytes, and the upload id they carry is
+their credential (see :mod:`.files`). A connection-reset fault answers nothing at all: the
+socket is closed with an RST (see :class:`DroppedConnection`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -18,12 +27,13 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from . import api, batch
+from . import api, batch, files
 from .api import Call
 from .auth import check_developer, check_vertex, token_endpoint
 from .errors import ApiError, invalid_argument, not_found
-from .faults import FaultConfig
+from .faults import RESET_STATUS, ConnectionReset, FaultConfig
 from .state import EmulatorState
 
 logger = logging.getLogger(__name__)
@@ -31,7 +41,7 @@ logger = logging.getLogger(__name__)
 API_VERSIONS = ("v1", "v1beta", "v1beta1")
 VERTEX_PREFIX = "/{version}/projects/{project}/locations/{location}"
 
-Handler = Callable[[Call, Request, Any], Awaitable[dict[str, Any]]]
+Handler = Callable[[Call, Request, Any], Awaitable[dict[str, Any] | Response]]
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -44,19 +54,52 @@ def _logged_path(request: Request) -> str:
     return f"{request.url.path}?{urlencode(query)}" if query else request.url.path
 
 
+class DroppedConnection(Response):
+    """Not a response: resets the client's connection (RST) and sends nothing at all.
+
+    uvicorn hands the app its connection's ``receive`` as a bound method of the request cycle,
+    which holds the transport: the socket gets ``SO_LINGER`` 0 (so closing it sends an RST,
+    not a FIN) and the transport is aborted. The app then yields until uvicorn has seen the
+    connection go, so it does not answer 500 for a response never started. Under a server
+    that does not expose its transport, the response is started and abandoned instead, which
+    also leaves the client without a usable answer.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = getattr(getattr(receive, "__self__", None), "transport", None)
+        if not isinstance(transport, asyncio.Transport):
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            raise ConnectionResetError("emulator: injected connection reset")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        for _ in range(3):  # connection_lost runs on the next loop iteration
+            await asyncio.sleep(0)
+
+
 def _endpoint(
-    state: EmulatorState, op: str, vertex: bool, handler: Handler
+    state: EmulatorState, op: str, vertex: bool, handler: Handler, *, upload: bool = False
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler with parsing, auth, faults, error rendering, counting and logging."""
+    """Wrap a handler with parsing, auth, faults, error rendering, counting and logging.
+
+    ``upload``: the route of resumable uploads, whose chunk requests carry raw bytes and no
+    API key (the handler gets the bytes as its body).
+    """
 
     async def endpoint(request: Request) -> Response:
         params = request.path_params
         raw = await request.body()
-        body: Any = None
+        chunk = upload and "upload_id" in request.query_params
+        body: Any = {"_binary": True, "bytes": len(raw)} if chunk else None
         try:
             if params["version"] not in API_VERSIONS:
                 raise not_found(f"API version {params['version']} is not supported.")
-            if raw:
+            if raw and not chunk:
                 try:
                     body = json.loads(raw)
                 except ValueError as exc:
@@ -65,13 +108,25 @@ def _endpoint(
                 check_vertex(request)
                 call = Call.vertex(state, params["version"], params["project"], params["location"])
             else:
-                check_developer(request, state.api_key)
+                if not chunk:
+                    check_developer(request, state.api_key)
                 call = Call.developer(state, params["version"])
             if state.faults.active:
                 fault = await state.faults.apply(op, call.backend)
                 if fault is not None:
                     raise fault
-            response = _json(await handler(call, request, {} if body is None else body))
+            result = await handler(call, request, raw if chunk else ({} if body is None else body))
+            response = result if isinstance(result, Response) else _json(result)
+        except ConnectionReset:
+            state.record(
+                op=op,
+                method=request.method,
+                path=_logged_path(request),
+                status=RESET_STATUS,
+                body=body,
+                body_size=len(raw),
+            )
+            return DroppedConnection()
         except ApiError as error:
             response = error.response()
         except Exception:
@@ -201,6 +256,23 @@ def create_app(*, api_key: str | None = None, min_tokens: Mapping[str, int] | No
     ):
         app.add_route(developer_models + suffix, _endpoint(state, op, False, handler), methods=["POST"])
         app.add_route(vertex_models + suffix, _endpoint(state, op, True, handler), methods=["POST"])
+    # The Files API exists on the Developer API only.
+    app.add_route(
+        "/upload/{version}/files",
+        _endpoint(state, "upload_file", False, files.upload_file, upload=True),
+        methods=["POST"],
+    )
+    app.add_route(
+        "/{version}/files", _endpoint(state, "list_files", False, files.list_files), methods=["GET"]
+    )
+    app.add_route(
+        "/{version}/files/{file_id}", _endpoint(state, "get_file", False, files.get_file), methods=["GET"]
+    )
+    app.add_route(
+        "/{version}/files/{file_id}",
+        _endpoint(state, "delete_file", False, files.delete_file),
+        methods=["DELETE"],
+    )
     app.add_route(
         developer_models + ":batchGenerateContent",
         _endpoint(state, "batch", False, _developer_batch),

@@ -5,6 +5,11 @@ the token count (rule in :mod:`tokens`), the inline payload size (for the 10 MiB
 the text (for deterministic answers), the ``fileData`` URIs (to refuse ``gs://`` on the
 Developer API) and a digest that changes whenever any part changes (answers depend on it).
 Both camelCase and snake_case field names are accepted, as the real service does.
+
+``fileData`` parts are resolved after the pass, asynchronously: a :class:`Meter` given a
+:class:`~.sources.FileSource` leaves them pending until :meth:`Meter.resolve_files`, which
+counts each by the real size of what it points at and adds a text file's text to the
+context; without a source (or when the source cannot see the file) one counts a flat 258.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import invalid_argument
-from .tokens import json_tokens, part_tokens
+from .sources import FileSource
+from .tokens import FILE_DATA_TOKENS, file_tokens, json_tokens, part_tokens
 
 INLINE_LIMIT_BYTES = 10 * 1024 * 1024
 
@@ -30,7 +36,8 @@ def pick(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
 class Meter:
     """Accumulates tokens, payload bytes, text and a digest over contents and parts."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: FileSource | None = None) -> None:
+        self.files = files
         self.tokens = 0
         self.payload_bytes = 0
         self.texts: list[str] = []
@@ -38,6 +45,7 @@ class Meter:
         self.file_uris: list[str] = []
         self._hash = hashlib.sha256()
         self._has_blob = False
+        self._pending_files: list[tuple[str, str]] = []
 
     @property
     def text(self) -> str:
@@ -46,7 +54,7 @@ class Meter:
 
     @property
     def all_text(self) -> str:
-        """The text parts and the decoded ``text/*`` inline data, one per line."""
+        """The text parts, the decoded ``text/*`` inline data and text files, one per line."""
         return "\n".join(self.texts + self.inline_texts)
 
     @property
@@ -104,11 +112,31 @@ class Meter:
             uri = pick(file_data, "fileUri", "file_uri")
             if not isinstance(uri, str) or not uri:
                 raise invalid_argument(f"Invalid value at '{field}.file_data.file_uri': a URI is required.")
+            mime = pick(file_data, "mimeType", "mime_type") or ""
+            if not isinstance(mime, str):
+                raise invalid_argument(f"Invalid value at '{field}.file_data.mime_type' (TYPE_STRING).")
             self.file_uris.append(uri)
             self._hash.update(b"f" + uri.encode("utf-8") + b"\0")
+            if self.files is not None:
+                self._pending_files.append((uri, mime))
+                return
         else:
             self._hash.update(b"j" + repr(sorted(part.items())).encode("utf-8"))
         self.tokens += part_tokens(part, inline_size)
+
+    async def resolve_files(self) -> None:
+        """Count the pending ``fileData`` parts by what they point at (see :mod:`.sources`)."""
+        pending, self._pending_files = self._pending_files, []
+        for uri, mime in pending:
+            assert self.files is not None
+            content = await self.files.fetch(uri, mime)
+            if content is None:
+                self.tokens += FILE_DATA_TOKENS
+                continue
+            self.tokens += file_tokens(content.size, content.text)
+            self._hash.update(b"c" + content.digest.encode() + b"\0")
+            if content.text is not None:
+                self.inline_texts.append(content.text)
 
     def add_json(self, value: Any) -> None:
         """Measure a structured field (tools, toolConfig) by its JSON length."""

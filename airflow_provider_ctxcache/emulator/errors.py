@@ -35,12 +35,14 @@ class ApiError(Exception):
         *,
         status: str | None = None,
         details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status or STATUS_BY_CODE.get(code, "UNKNOWN")
         self.details = details
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the error, as Google's APIs shape it."""
@@ -51,7 +53,12 @@ class ApiError(Exception):
 
     def response(self) -> Response:
         """The HTTP response for this error."""
-        return Response(json.dumps(self.body()), status_code=self.code, media_type="application/json")
+        return Response(
+            json.dumps(self.body()),
+            status_code=self.code,
+            headers=self.headers,
+            media_type="application/json",
+        )
 
 
 def invalid_argument(message: str, details: list[dict[str, Any]] | None = None) -> ApiError:

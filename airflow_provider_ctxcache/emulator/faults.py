@@ -1,11 +1,14 @@
-"""Injected latency, errors and a requests-per-minute quota, for tests and benchmarks.
+"""Injected latency, errors, connection resets and a requests-per-minute quota.
 
 Configured through ``POST /_emulator/faults``. For each request whose op is selected:
 first the latency (``asyncio.sleep``, never blocking the loop), then the quota (more than
 ``rpm_limit`` admitted requests in a sliding 60 s window -> 429 with a RetryInfo saying when a
 slot frees), then one seeded random draw: below ``error_rate_429`` -> 429, below
-``error_rate_429 + error_rate_503`` -> 503. A faulted request reaches no handler, so it
-creates nothing.
+``error_rate_429 + error_rate_503`` -> 503, below that plus ``error_rate_reset`` -> the
+connection is reset (RST) with no response at all, counted under the status ``"reset"``.
+A faulted request reaches no handler, so it creates nothing. The latency is not a fault:
+the handler runs after it whether or not the client is still waiting, so a create the client
+gave up on (its timeout shorter than the latency) still creates the cache.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ API_OPS: tuple[str, ...] = (
     "generate_content",
     "count_tokens",
     "batch",
+    "upload_file",
+    "get_file",
+    "list_files",
+    "delete_file",
 )
 
 WINDOW_SECONDS = 60.0
@@ -41,6 +48,11 @@ QUOTA_MESSAGE = {
     "vertex_ai": "Resource exhausted. Please try again later.",
 }
 OVERLOADED_MESSAGE = "The model is overloaded. Please try again later."
+RESET_STATUS = "reset"
+
+
+class ConnectionReset(Exception):
+    """The fault of a request whose connection is dropped without any response."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class FaultConfig:
     latency_ms: float = 0.0
     error_rate_429: float = 0.0
     error_rate_503: float = 0.0
+    error_rate_reset: float = 0.0
     retry_delay_s: float = 15.0
     rpm_limit: int = 0
     seed: int | None = None
@@ -69,6 +82,7 @@ class FaultConfig:
                 latency_ms=float(body.get("latency_ms") or 0),
                 error_rate_429=float(body.get("error_rate_429") or 0),
                 error_rate_503=float(body.get("error_rate_503") or 0),
+                error_rate_reset=float(body.get("error_rate_reset") or 0),
                 retry_delay_s=float(body.get("retry_delay_s", 15.0)),
                 rpm_limit=int(body.get("rpm_limit") or 0),
                 seed=None if body.get("seed") is None else int(body["seed"]),
@@ -76,10 +90,13 @@ class FaultConfig:
             )
         except (TypeError, ValueError) as exc:
             raise invalid_argument(f"faults: {exc}") from exc
-        if not all(0 <= r <= 1 for r in (config.error_rate_429, config.error_rate_503)):
+        rates = (config.error_rate_429, config.error_rate_503, config.error_rate_reset)
+        if not all(0 <= r <= 1 for r in rates):
             raise invalid_argument("faults: error rates must be between 0 and 1")
-        if config.error_rate_429 + config.error_rate_503 > 1:
-            raise invalid_argument("faults: error_rate_429 + error_rate_503 must not exceed 1")
+        if sum(rates) > 1 + 1e-9:
+            raise invalid_argument(
+                "faults: error_rate_429 + error_rate_503 + error_rate_reset must not exceed 1"
+            )
         if config.latency_ms < 0 or config.retry_delay_s < 0 or config.rpm_limit < 0:
             raise invalid_argument("faults: latency_ms, retry_delay_s and rpm_limit must be >= 0")
         bad_ops = set(config.ops) - set(API_OPS)
@@ -116,10 +133,10 @@ class FaultInjector:
     def active(self) -> bool:
         """Whether anything at all is injected (the fast path skips everything when not)."""
         c = self.config
-        return bool(c.latency_ms or c.error_rate_429 or c.error_rate_503 or c.rpm_limit)
+        return bool(c.latency_ms or c.error_rate_429 or c.error_rate_503 or c.error_rate_reset or c.rpm_limit)
 
-    async def apply(self, op: str, backend: str) -> ApiError | None:
-        """Delay the request and return the error to answer with, if any."""
+    async def apply(self, op: str, backend: str) -> ApiError | ConnectionReset | None:
+        """Delay the request and return the error to answer with (or the reset), if any."""
         c = self.config
         if op not in c.ops:
             return None
@@ -133,12 +150,14 @@ class FaultInjector:
                 wait = max(1, math.ceil(self._window[0] + WINDOW_SECONDS - now))
                 return _quota_error(backend, wait, c.rpm_limit)
             self._window.append(now)
-        if c.error_rate_429 or c.error_rate_503:
+        if c.error_rate_429 or c.error_rate_503 or c.error_rate_reset:
             draw = self._rng.random()
             if draw < c.error_rate_429:
                 return _quota_error(backend, c.retry_delay_s, c.rpm_limit)
             if draw < c.error_rate_429 + c.error_rate_503:
                 return ApiError(503, OVERLOADED_MESSAGE)
+            if draw < c.error_rate_429 + c.error_rate_503 + c.error_rate_reset:
+                return ConnectionReset(op)
         return None
 
 

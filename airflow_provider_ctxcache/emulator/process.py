@@ -40,7 +40,7 @@ class EmulatorAdmin:
         return response.json()
 
     def state(self) -> dict[str, Any]:
-        """Live caches, request counts by op and by status, the emulator clock."""
+        """Live caches and uploaded files, request counts by op and by status, the emulator clock."""
         result: dict[str, Any] = self._call("GET", "state")
         return result
 
@@ -56,8 +56,9 @@ class EmulatorAdmin:
     def faults(self, **config: Any) -> dict[str, Any]:
         """Set the injected faults (replacing the previous ones); no arguments clears them.
 
-        Keys: ``latency_ms``, ``error_rate_429``, ``error_rate_503``, ``retry_delay_s``,
-        ``rpm_limit``, ``seed``, ``ops``.
+        Keys: ``latency_ms``, ``error_rate_429``, ``error_rate_503``, ``error_rate_reset`` (the
+        connection is reset with no response; counted under the status ``"reset"``),
+        ``retry_delay_s``, ``rpm_limit``, ``seed``, ``ops``.
         """
         result: dict[str, Any] = self._call("POST", "faults", config)
         return result

@@ -1,4 +1,4 @@
-"""Everything one emulator holds: config, clock, caches, faults, counters and the request log.
+"""Everything one emulator holds: config, clock, caches, files, faults, counters and the request log.
 
 Kept in memory only (no per-request disk I/O); ``POST /_emulator/reset`` empties it all.
 """
@@ -11,6 +11,7 @@ from typing import Any
 
 from .clock import Clock, format_timestamp
 from .faults import API_OPS, FaultInjector
+from .filestore import FileStore
 from .store import CacheStore
 from .tokens import DEFAULT_MIN_TOKENS
 
@@ -27,17 +28,23 @@ class EmulatorState:
         self.min_tokens: dict[str, int] = {**DEFAULT_MIN_TOKENS, **(min_tokens or {})}
         self.clock = Clock()
         self.store = CacheStore(self.clock)
+        self.files = FileStore(self.clock)
         self.faults = FaultInjector()
         self.counts: Counter[str] = Counter()
         self.status_counts: dict[str, Counter[str]] = {op: Counter() for op in API_OPS}
         self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.tokens_issued = 0
 
-    def record(self, *, op: str, method: str, path: str, status: int, body: Any, body_size: int) -> None:
-        """Count one API request and append it to the log (headers are never kept)."""
+    def record(
+        self, *, op: str, method: str, path: str, status: int | str, body: Any, body_size: int
+    ) -> None:
+        """Count one API request and append it to the log (headers are never kept).
+
+        ``status`` is the HTTP status, or ``"reset"`` for a connection dropped without one.
+        """
         self.counts[op] += 1
         self.status_counts[op][str(status)] += 1
-        if body_size > LOGGED_BODY_LIMIT:
+        if body_size > LOGGED_BODY_LIMIT and not (isinstance(body, dict) and body.get("_binary")):
             body = {"_truncated": True, "bytes": body_size}
         self.request_log.append(
             {
@@ -60,6 +67,7 @@ class EmulatorState:
         return {
             "now": format_timestamp(self.clock.now_ns()),
             "caches": caches,
+            "files": [f.resource() for f in self.files.live()],
             "counts": {op: self.counts[op] for op in API_OPS},
             "status_counts": {op: dict(self.status_counts[op]) for op in API_OPS},
             "tokens_issued": self.tokens_issued,
@@ -67,8 +75,9 @@ class EmulatorState:
         }
 
     def reset(self) -> None:
-        """Empty caches, counts, log and faults; the clock back to real time."""
+        """Empty caches, files, counts, log and faults; the clock back to real time."""
         self.store.clear()
+        self.files.clear()
         self.counts.clear()
         for counter in self.status_counts.values():
             counter.clear()

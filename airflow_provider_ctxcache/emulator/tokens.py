@@ -5,7 +5,15 @@ The rule (used for cache sizes, countTokens, usageMetadata and the minimum check
 - a text part counts ``ceil(characters / 4)`` tokens (characters are Unicode code points),
   at least 1 for a non-empty text, 0 for an empty one;
 - an ``inlineData`` part counts ``ceil(decoded bytes / 4)`` tokens;
-- a ``fileData`` part counts a flat 258 tokens (what Gemini charges for one image);
+- a ``fileData`` part counts by the real size of what it points at, under the same two rules
+  (``text/*`` MIME types: ``ceil(characters / 4)`` of its UTF-8 text; any other type:
+  ``ceil(bytes / 4)``), when the emulator can see it: an uploaded file on the Developer API
+  (its ``uri`` or ``files/<id>``), or on Vertex a ``gs://`` object read through the Cloud
+  Storage emulator named by ``STORAGE_EMULATOR_HOST`` (see :mod:`.sources`). Any other
+  ``fileData`` (an https URL, ``gs://`` with no storage emulator) counts a flat 258 tokens
+  (what Gemini charges for one image). The MIME type is the part's, else the file's. A text
+  file's text also joins the context answers are drawn from; files never count towards the
+  10 MiB inline limit, which counts inline bytes and text only;
 - any other part (functionCall, functionResponse, ...) counts
   ``ceil(len(compact JSON of the part) / 4)``;
 - the system instruction counts like contents; ``tools`` and ``toolConfig`` count
@@ -56,6 +64,11 @@ def text_tokens(text: str) -> int:
 def bytes_tokens(size: int) -> int:
     """Tokens of inline data of ``size`` decoded bytes."""
     return math.ceil(size / CHARS_PER_TOKEN)
+
+
+def file_tokens(size: int, text: str | None) -> int:
+    """Tokens of a file a ``fileData`` part points at: its text if it is text, else its bytes."""
+    return text_tokens(text) if text is not None else bytes_tokens(size)
 
 
 def json_tokens(value: Any) -> int:
@@ -109,5 +122,5 @@ def part_tokens(part: Mapping[str, Any], inline_size: int) -> int:
     if "inlineData" in part or "inline_data" in part:
         return bytes_tokens(inline_size)
     if "fileData" in part or "file_data" in part:
-        return FILE_DATA_TOKENS
+        return FILE_DATA_TOKENS  # unresolved; a resolved file counts by file_tokens()
     return json_tokens(part)

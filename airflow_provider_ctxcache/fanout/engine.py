@@ -470,7 +470,10 @@ class _Run:
         return random.uniform(ceiling / 2, ceiling)
 
     def failed(self, key: str, error: BaseException, attempts: int) -> KeyResult:
-        text = self.hook.scrub(f"{type(error).__name__}: {error}")
+        detail = str(error) or (
+            "the connection closed with no response" if _is_transient(error) else repr(error)
+        )
+        text = self.hook.scrub(f"{type(error).__name__}: {detail}")
         if len(text) > ERROR_TEXT_LIMIT:
             text = text[: ERROR_TEXT_LIMIT - 3] + "..."
         code = getattr(error, "code", None)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from airflow_provider_ctxcache.costs import cost_report, find_price
+from airflow_provider_ctxcache.costs import ModelPrice, cost_report, find_price
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, KeyResult, run_fanout
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
@@ -113,7 +113,8 @@ class FanoutJob:
                     f"(at most {XCOM_RESULTS_WITHOUT_OUTPUT}); set output_uri to a folder or gs:// prefix."
                 )
             cache = self.hook.get_cache(self.cache_name)  # free: the model, the size to price, the expiry
-            model = model_id(self.model or cache.model or "")
+            model = self._model(cache.model)
+            price = find_price(model, self.prices)  # bad price overrides fail here, before any billable call
             cache_tokens = (cache.usage_metadata.total_token_count or 0) if cache.usage_metadata else 0
             self._log(
                 "Fan-out of %d prompts against %s with %s: %d already answered in %s, %d to ask",
@@ -149,7 +150,7 @@ class FanoutJob:
             dropped = sink.compact()
             if dropped:
                 self._log("Output compacted: %d superseded lines removed", dropped)
-        report = self._cost(model, result, cache_tokens, hours)
+        report = self._cost(model, price, result, cache_tokens, hours)
         return {
             "cache_name": self.cache_name,
             "model": model,
@@ -159,10 +160,21 @@ class FanoutJob:
             "results": self._results(sink, result, total, source),
         }
 
+    def _model(self, cached_model: str | None) -> str:
+        """The model to call: the cache's own; a different one would fail on every request."""
+        cached = model_id(cached_model or "")
+        if self.model is None or not cached:
+            return cached or model_id(self.model or "")
+        if model_id(self.model) != cached:
+            raise CtxCacheConfigError(
+                f"model: {self.model!r} is not the model of cache {self.cache_name!r} ({cached!r}); "
+                "a request must use the cache's model: leave model unset or set it to that one."
+            )
+        return cached
+
     def _cost(
-        self, model: str, result: FanoutResult, cache_tokens: int, hours: float
+        self, model: str, price: ModelPrice | None, result: FanoutResult, cache_tokens: int, hours: float
     ) -> dict[str, Any] | None:
-        price = find_price(model, self.prices)
         if price is None:
             self._log("No price known for %s: pass prices= to report costs", model)
             return None

@@ -47,7 +47,14 @@ from types import TracebackType
 from typing import IO, Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.fanout.uris import check_uri, child_uri, gcs_prefix, is_gcs, local_path
+from airflow_provider_ctxcache.fanout.uris import (
+    bucket_errors,
+    check_uri,
+    child_uri,
+    gcs_prefix,
+    is_gcs,
+    local_path,
+)
 
 PART_PATTERN = re.compile(r"^part-(?P<attempt>.+)-(?P<seq>\d+)(?:-c(?P<gen>\d+))?\.jsonl$")
 DEFAULT_PART_SIZE = 1000
@@ -430,22 +437,13 @@ class GcsResultSink(ResultSink):
         with self._errors(), contextlib.suppress(gcs_errors.NotFound):
             self._bucket.blob(self.prefix + name).delete()
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        from google.api_core import exceptions as gcs_errors
-
-        try:
-            yield
-        except gcs_errors.NotFound as error:
-            raise CtxCacheConfigError(
-                f"{self.field}: {self.uri!r} cannot be used ({error.message}); "
-                f"check that bucket {self.bucket_name!r} exists."
-            ) from None
-        except gcs_errors.Forbidden as error:
-            raise CtxCacheConfigError(
-                f"{self.field}: {self.uri!r} is not writable ({error.message}); grant the connection's "
-                "identity storage.objects.create, .get, .list and .delete on the bucket."
-            ) from None
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return bucket_errors(
+            self.field,
+            self.uri,
+            self.bucket_name,
+            permissions="storage.objects.create, .get, .list and .delete",
+        )
 
 
 def open_output(

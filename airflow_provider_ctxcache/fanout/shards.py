@@ -31,7 +31,14 @@ from typing import Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.inputs import open_input
-from airflow_provider_ctxcache.fanout.uris import check_uri, child_uri, gcs_prefix, is_gcs, local_path
+from airflow_provider_ctxcache.fanout.uris import (
+    bucket_errors,
+    check_uri,
+    child_uri,
+    gcs_prefix,
+    is_gcs,
+    local_path,
+)
 
 SHARD_FORMAT = "shard-{:05d}"
 _SHARD_FILE = re.compile(r"^shard-(\d{5,})\.jsonl$")
@@ -182,17 +189,11 @@ class _GcsShards(_ShardWriter):
                 with contextlib.suppress(gcs_errors.NotFound):
                     blob.delete()
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        from google.api_core import exceptions as gcs_errors
-
-        try:
-            yield
-        except gcs_errors.NotFound as error:
-            raise CtxCacheConfigError(
-                f"shards_uri: cannot write under gs://{self.bucket_name}/{self.prefix} ({error.message}); "
-                f"check that bucket {self.bucket_name!r} exists."
-            ) from None
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        uri = f"gs://{self.bucket_name}/{self.prefix}"
+        return bucket_errors(
+            "shards_uri", uri, self.bucket_name, permissions="storage.objects.create, .list and .delete"
+        )
 
 
 __all__ = ["chunk_prompts", "shard_input"]

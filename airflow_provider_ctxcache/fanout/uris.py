@@ -8,7 +8,8 @@ untrusted. Errors are :class:`CtxCacheConfigError` whose message starts with the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from airflow_provider_ctxcache.contents import ALLOWED_ROOTS_ENV
@@ -83,3 +84,21 @@ def child_uri(base: str, name: str) -> str:
 
 
 __all__ = ["check_uri", "child_uri", "gcs_prefix", "is_gcs", "local_path", "split_gcs"]
+
+
+@contextlib.contextmanager
+def bucket_errors(field: str, uri: str, bucket: str, *, permissions: str) -> Iterator[None]:
+    """Cloud Storage's NotFound and Forbidden as config errors that name the field and the fix."""
+    from google.api_core import exceptions as gcs_errors
+
+    try:
+        yield
+    except gcs_errors.NotFound as error:
+        raise CtxCacheConfigError(
+            f"{field}: {uri!r} cannot be used ({error.message}); check that bucket {bucket!r} exists."
+        ) from None
+    except gcs_errors.Forbidden as error:
+        raise CtxCacheConfigError(
+            f"{field}: {uri!r} is not accessible ({error.message}); grant the connection's "
+            f"identity {permissions} on the bucket."
+        ) from None

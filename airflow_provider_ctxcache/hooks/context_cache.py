@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
@@ -14,12 +15,15 @@ from google.genai.errors import APIError
 
 from airflow_provider_ctxcache.exceptions import (
     CacheNotFoundError,
+    CtxCacheApiError,
     CtxCacheConfigError,
     ForbiddenWithCacheError,
+    QuotaExceededError,
     translate_api_error,
 )
 from airflow_provider_ctxcache.hooks.client import build_client, build_storage_client
 from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
+from airflow_provider_ctxcache.staging import key_of, remove_staged
 from airflow_provider_ctxcache.validation import (
     api_duration,
     check_cache_name,
@@ -105,14 +109,23 @@ class ContextCacheHook(BaseHook):
         """google-cloud-storage client for ``gs://`` inputs, outputs and staged contents."""
         return build_storage_client(self.settings)
 
+    @cached_property
+    def _single_attempt_client(self) -> Client:
+        """For creates: a create that times out may still have made the cache on the server, so
+        retrying in the SDK would make another one; the task's own retry finds it by its key."""
+        if self.retry_attempts == 1:
+            return self._client
+        return build_client(self.settings, retry_attempts=1)
+
     @property
     def async_client(self) -> Any:
         """``client.aio``: the same configuration, for triggers and the fan-out engine."""
         return self._client.aio
 
     def close(self) -> None:
-        if "_client" in self.__dict__:
-            self._client.close()
+        for name in ("_client", "_single_attempt_client"):
+            if name in self.__dict__:
+                self.__dict__[name].close()
 
     async def aclose(self) -> None:
         if "_client" in self.__dict__:
@@ -160,8 +173,7 @@ class ContextCacheHook(BaseHook):
             ttl=ttl_text,
             expire_time=when,
         )
-        with self._api_errors(model=model):
-            cache = self._client.caches.create(model=model, config=config)
+        cache = self._create_once(model, config)
         self.log.info(
             "Created cache %s (model %s, %s tokens, expires %s)",
             cache.name,
@@ -170,6 +182,33 @@ class ContextCacheHook(BaseHook):
             cache.expire_time,
         )
         return cache
+
+    def _create_once(self, model: str, config: types.CreateCachedContentConfig) -> types.CachedContent:
+        """Retries only answers that prove nothing was created (429, 503), never a timeout.
+
+        A create that timed out may have made the cache on the server; sending it again would
+        make a second, billed one. The task's retry finds the first by its display-name key.
+        """
+        settings = self.settings
+        for attempt in range(1, settings.retry_attempts + 1):
+            try:
+                with self._api_errors(model=model):
+                    return self._single_attempt_client.caches.create(model=model, config=config)
+            except (QuotaExceededError, CtxCacheApiError) as error:
+                retryable = isinstance(error, QuotaExceededError) or error.code == 503
+                if not retryable or attempt == settings.retry_attempts:
+                    raise
+                hint = error.retry_delay if isinstance(error, QuotaExceededError) else None
+                delay = hint if hint is not None else settings.retry_initial_delay * 2 ** (attempt - 1)
+                delay = min(delay, settings.retry_max_delay)
+                self.log.info(
+                    "Create got %s; trying again in %.1fs (attempt %d)",
+                    type(error).__name__,
+                    delay,
+                    attempt + 1,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get_cache(self, name: str) -> types.CachedContent:
         """The cache's metadata; raises ``CacheNotFoundError`` if it expired or was deleted."""
@@ -214,16 +253,23 @@ class ContextCacheHook(BaseHook):
         with self._api_errors(cache_name=name):
             return await self._client.aio.caches.update(name=name, config=config)
 
-    def delete_cache(self, name: str) -> bool:
-        """True if this call deleted it, False if it was already gone: safe for teardowns and retries."""
+    def delete_cache(self, name: str, *, staged: bool = True) -> bool:
+        """True if this call deleted it, False if it was already gone: safe for teardowns and retries.
+
+        With ``staged``, files the provider staged for this cache (found through the
+        reuse key in its display name) are removed too.
+        """
         name = self.cache_name(name)
         try:
+            key = key_of(self.get_cache(name).display_name) if staged else None
             with self._api_errors(cache_name=name):
                 self._client.caches.delete(name=name)
         except CacheNotFoundError:
             self.log.info("Cache %s was already gone", name)
             return False
         self.log.info("Deleted cache %s", name)
+        if key is not None:
+            remove_staged(self, key)
         return True
 
     async def adelete_cache(self, name: str) -> bool:

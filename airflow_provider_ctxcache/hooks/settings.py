@@ -83,6 +83,18 @@ def _json_object(extras: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     return value
 
 
+def _staging_uri(extras: Mapping[str, Any]) -> str | None:
+    raw = _extra(extras, "staging_uri")
+    if raw is None:
+        return None
+    parsed = urlparse(str(raw))
+    if parsed.scheme != "gs" or not parsed.netloc:
+        raise CtxCacheConfigError(
+            f"extra.staging_uri: {raw!r} is not a gs://bucket/prefix URI; it is where large files are staged."
+        )
+    return str(raw).rstrip("/")
+
+
 @dataclasses.dataclass(frozen=True)
 class ConnectionSettings:
     """What the hook needs to build a google-genai client; secrets are kept out of the repr."""
@@ -101,6 +113,7 @@ class ConnectionSettings:
     retry_max_delay: float = DEFAULT_RETRY_MAX_DELAY
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     prices: dict[str, Any] | None = None
+    staging_uri: str | None = None
 
     @property
     def is_vertex(self) -> bool:
@@ -201,6 +214,7 @@ class ConnectionSettings:
             ),
             timeout_seconds=_number(extras, "timeout", DEFAULT_TIMEOUT_SECONDS, minimum=1, integer=False),
             prices=_json_object(extras, "prices"),
+            staging_uri=_staging_uri(extras),
         )
 
     @staticmethod

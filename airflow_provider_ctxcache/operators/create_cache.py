@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from google.genai import types
 
-from airflow_provider_ctxcache.contents import ContentBuilder, configured_allowed_roots, fingerprint
+from airflow_provider_ctxcache.contents import (
+    ContentBuilder,
+    configured_allowed_roots,
+    files_to_stage,
+    fingerprint,
+    resolve,
+)
 from airflow_provider_ctxcache.exceptions import CacheTooSmallError, CtxCacheConfigError
 from airflow_provider_ctxcache.models import min_cache_tokens, model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
+from airflow_provider_ctxcache.staging import Stager, remove_staged
 from airflow_provider_ctxcache.validation import one_expiry, parse_expire_time, parse_ttl
 
 if TYPE_CHECKING:
@@ -64,6 +72,9 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         ``min_remaining_ttl`` left) or ``"never"``.
     :param min_remaining_ttl: for ``reuse="content"``, how much life a cache needs to be reused.
     :param allowed_roots: folders local files may be read from; default ``[ctxcache] allowed_roots``.
+    :param staging_uri: ``gs://bucket/prefix`` for files too large to send inline on vertex_ai
+        (default: the connection extra ``staging_uri``); the Developer API uses the Files API.
+        Staged objects are removed when DeleteCacheOperator deletes the cache.
     :param min_tokens: override the model's minimum cache size checked before creating.
     :return: the cache's full name; XCom also gets ``expire_time``, ``token_count``, ``model``, ``reused``.
     """
@@ -77,6 +88,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         "display_name",
         "reuse",
         "min_remaining_ttl",
+        "staging_uri",
     )
     template_fields_renderers = {"contents": "json", "system_instruction": "md"}
 
@@ -96,6 +108,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         allowed_roots: Sequence[str] | None = None,
         min_tokens: int | None = None,
         kms_key_name: str | None = None,
+        staging_uri: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -112,6 +125,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         self.allowed_roots = allowed_roots
         self.min_tokens = min_tokens
         self.kms_key_name = kms_key_name
+        self.staging_uri = staging_uri
 
     def execute(self, context: Context) -> str:
         plan = self._plan(context)
@@ -126,23 +140,30 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             )
             return self._push(context, existing, reused=True)
 
-        tokens = hook.count_tokens(
-            model=plan["model"], contents=plan["parts"], system_instruction=self.system_instruction
-        )
-        minimum = self.min_tokens if self.min_tokens is not None else min_cache_tokens(plan["model"])
-        if tokens < minimum:
-            raise CacheTooSmallError(tokens, minimum, plan["model"])
-        cache = hook.create_cache(
-            model=plan["model"],
-            contents=plan["parts"],
-            system_instruction=self.system_instruction,
-            tools=self.tools,
-            tool_config=self.tool_config,
-            ttl=plan["ttl"],
-            expire_time=plan["expire_time"],
-            display_name=plan["display_name"],
-            kms_key_name=self.kms_key_name,
-        )
+        stager = Stager(hook, plan["key"], self.staging_uri or hook.settings.staging_uri)
+        parts = resolve(plan["items"], stager if files_to_stage(plan["items"]) else None)
+        try:
+            tokens = hook.count_tokens(
+                model=plan["model"], contents=parts, system_instruction=self.system_instruction
+            )
+            minimum = self.min_tokens if self.min_tokens is not None else min_cache_tokens(plan["model"])
+            if tokens < minimum:
+                raise CacheTooSmallError(tokens, minimum, plan["model"])
+            cache = hook.create_cache(
+                model=plan["model"],
+                contents=parts,
+                system_instruction=self.system_instruction,
+                tools=self.tools,
+                tool_config=self.tool_config,
+                ttl=plan["ttl"],
+                expire_time=plan["expire_time"],
+                display_name=plan["display_name"],
+                kms_key_name=self.kms_key_name,
+            )
+        except CacheTooSmallError:
+            if stager.staged:
+                remove_staged(hook, plan["key"], self.staging_uri)
+            raise
         return self._push(context, cache, reused=False)
 
     def _plan(self, context: Context) -> dict[str, Any]:
@@ -159,30 +180,36 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         min_remaining = parse_ttl(self.min_remaining_ttl, "min_remaining_ttl")
         roots = self.allowed_roots if self.allowed_roots is not None else configured_allowed_roots()
         builder = ContentBuilder(backend=self.hook.backend, allowed_roots=roots)
-        parts = builder.build(self.contents)
+        items = builder.build(self.contents)
         model = model_id(self.model)
         digest = fingerprint(
             model=model,
-            contents=parts,
+            contents=items,
             system_instruction=self.system_instruction,
             tools=self.tools,
             tool_config=self.tool_config,
         )
-        display_name = self.display_name or ""
-        if self.reuse != "never":
-            ti = context["ti"]
+        if self.reuse == "never":
+            # No reuse, but staged files still need a folder that the delete can find.
+            key = f"ctxcache:n:{uuid.uuid4().hex[:16]}"
+            keyed = bool(files_to_stage(items))
+        else:
             key = cache_key(
                 self.reuse,
                 fingerprint_hex=digest,
                 dag_id=self.dag_id,
                 task_id=self.task_id,
                 run_id=context["run_id"],
-                map_index=_map_index(ti),
+                map_index=_map_index(context["ti"]),
             )
-            display_name = keyed_display_name(self.display_name or self.dag_id, key)
+            keyed = True
+        display_name = (
+            keyed_display_name(self.display_name or self.dag_id, key) if keyed else self.display_name
+        )
         return {
             "model": model,
-            "parts": parts,
+            "items": items,
+            "key": key,
             "ttl": ttl_value,
             "expire_time": expire_time,
             "min_remaining": min_remaining,

@@ -24,10 +24,13 @@ PROJECT = "p"
 LOCATION = "us-central1"
 
 
-def developer_client(url: str, api_version: str = "v1beta", api_key: str = "k") -> genai.Client:
-    """The offline Developer-API client of API_FACTS.md."""
+def developer_client(
+    url: str, api_version: str = "v1beta", api_key: str = "k", *, timeout_ms: int | None = None
+) -> genai.Client:
+    """The offline Developer-API client of API_FACTS.md (``timeout_ms``: the SDK's request timeout)."""
     return genai.Client(
-        api_key=api_key, http_options=types.HttpOptions(base_url=url, api_version=api_version)
+        api_key=api_key,
+        http_options=types.HttpOptions(base_url=url, api_version=api_version, timeout=timeout_ms),
     )
 
 
@@ -38,11 +41,12 @@ def vertex_client(
     location: str = LOCATION,
     api_version: str | None = None,
     credentials: Any = None,
+    timeout_ms: int | None = None,
 ) -> genai.Client:
     """The offline Vertex client of API_FACTS.md (default API version: the SDK's /v1beta1)."""
-    options = types.HttpOptions(base_url=url)
+    options = types.HttpOptions(base_url=url, timeout=timeout_ms)
     if api_version:
-        options = types.HttpOptions(base_url=url, api_version=api_version)
+        options = types.HttpOptions(base_url=url, api_version=api_version, timeout=timeout_ms)
     return genai.Client(
         vertexai=True,
         project=project,

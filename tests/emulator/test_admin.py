@@ -38,6 +38,10 @@ def test_state_counts_every_request_by_op_and_status(backend: Backend, emulator:
         "generate_content": 1,
         "count_tokens": 1,
         "batch": 0,
+        "upload_file": 0,
+        "get_file": 0,
+        "list_files": 0,
+        "delete_file": 0,
     }
     assert state["status_counts"]["delete_cache"] == {"200": 1, str(backend.missing_code): 1}
 

@@ -1,4 +1,4 @@
-"""Injected latency, 429/503 errors and the rpm quota, seen through the real SDK."""
+"""Injected latency, 429/503 errors, connection resets and the rpm quota, seen through the real SDK."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import asyncio
 import time
 
 import httpx
+import httpx2
 import pytest
 from google import genai
 from google.genai import errors, types
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
+from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 
-from .conftest import MODEL, Backend
+from .conftest import MODEL, Backend, developer_client, vertex_client
+
+# What a dropped connection raises, whichever httpx flavour the SDK picked as its transport.
+TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
 
 
 def _count(backend: Backend) -> int | None:
@@ -148,6 +153,118 @@ def test_clearing_faults_restores_normal_service(backend: Backend, emulator: Emu
 
 
 def test_an_invalid_fault_config_is_refused(emulator: EmulatorProcess) -> None:
-    for body in ({"error_rate_429": 1.5}, {"ops": ["no_such_op"]}, {"latency": 5}):
+    for body in (
+        {"error_rate_429": 1.5},
+        {"error_rate_reset": -0.1},
+        {"error_rate_503": 0.6, "error_rate_reset": 0.6},
+        {"ops": ["no_such_op"]},
+        {"latency": 5},
+    ):
         response = httpx.post(f"{emulator.url}/_emulator/faults", json=body)
         assert (response.status_code, response.json()["error"]["status"]) == (400, "INVALID_ARGUMENT")
+
+
+def test_a_reset_drops_the_connection_without_a_response(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_reset=1.0, ops=["count_tokens"])
+
+    with pytest.raises(TRANSPORT_ERRORS):
+        _count(backend)
+
+    assert emulator.admin.state()["status_counts"]["count_tokens"] == {"reset": 1}
+    assert emulator.admin.requests()[-1]["status"] == "reset"
+
+
+def test_a_reset_reaches_the_async_client_too(developer: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_reset=1.0, ops=["count_tokens"])
+
+    async def count() -> None:
+        await developer.client.aio.models.count_tokens(model=MODEL, contents="abcd")
+
+    with pytest.raises(TRANSPORT_ERRORS):
+        asyncio.run(count())
+
+
+def test_a_reset_create_creates_nothing(backend: Backend, emulator: EmulatorProcess) -> None:
+    emulator.admin.faults(error_rate_reset=1.0, ops=["create_cache"])
+
+    with pytest.raises(TRANSPORT_ERRORS):
+        backend.create_cache()
+
+    assert emulator.admin.state()["caches"] == []
+
+
+def test_resets_are_deterministic_for_a_seed(developer: Backend, emulator: EmulatorProcess) -> None:
+    def outcomes() -> list[str]:
+        emulator.admin.faults(error_rate_503=0.3, error_rate_reset=0.3, seed=11)
+        seen = []
+        for _ in range(30):
+            try:
+                seen.append(str(_status_of(developer)))
+            except TRANSPORT_ERRORS:
+                seen.append("reset")
+        return seen
+
+    first = outcomes()
+
+    assert outcomes() == first
+    assert {"200", "503", "reset"} == set(first)
+
+
+def test_sdk_retry_options_do_not_retry_a_reset(emulator: EmulatorProcess) -> None:
+    # The SDK retries only timeouts, connect errors and listed HTTP codes; a reset after the
+    # request was sent (a read error) reaches the caller on the first attempt.
+    emulator.admin.faults(error_rate_reset=1.0, ops=["count_tokens"])
+    retrying = genai.Client(
+        api_key="k",
+        http_options=types.HttpOptions(
+            base_url=emulator.url,
+            api_version="v1beta",
+            retry_options=types.HttpRetryOptions(attempts=5, initial_delay=0.01, max_delay=0.02),
+        ),
+    )
+
+    with pytest.raises(TRANSPORT_ERRORS):
+        retrying.models.count_tokens(model=MODEL, contents="abcd")
+
+    assert emulator.admin.state()["status_counts"]["count_tokens"] == {"reset": 1}
+
+
+def test_a_caller_retrying_transport_errors_gets_through_resets(
+    developer: Backend, emulator: EmulatorProcess
+) -> None:
+    emulator.admin.faults(error_rate_reset=0.5, seed=2, ops=["count_tokens"])
+
+    def count_with_retries() -> int | None:
+        for _ in range(20):
+            try:
+                return _count(developer)
+            except TRANSPORT_ERRORS:
+                continue
+        raise AssertionError("20 resets in a row")
+
+    assert [count_with_retries() for _ in range(5)] == [1] * 5
+
+    counts = emulator.admin.state()["status_counts"]["count_tokens"]
+    assert counts["200"] == 5
+    assert counts["reset"] > 0
+
+
+def test_a_create_the_client_gave_up_on_still_creates_the_cache(
+    backend: Backend, emulator: EmulatorProcess
+) -> None:
+    emulator.admin.faults(latency_ms=800, ops=["create_cache"])
+    make_client = vertex_client if backend.is_vertex else developer_client
+    impatient = make_client(emulator.url, timeout_ms=200)
+
+    with pytest.raises((httpx.TimeoutException, httpx2.TimeoutException)):
+        impatient.caches.create(
+            model=MODEL, config=types.CreateCachedContentConfig(contents=[text_of_tokens(1100)])
+        )
+
+    assert emulator.admin.state()["caches"] == []  # the handler is still in its injected delay
+    deadline = time.monotonic() + 5
+    while not emulator.admin.state()["caches"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = emulator.admin.state()
+    assert len(state["caches"]) == 1
+    assert state["status_counts"]["create_cache"] == {"200": 1}

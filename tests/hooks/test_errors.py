@@ -12,6 +12,7 @@ from airflow_provider_ctxcache.exceptions import (
     CacheTooSmallError,
     CtxCacheApiError,
     ForbiddenWithCacheError,
+    ModelNotFoundError,
     QuotaExceededError,
     translate_api_error,
 )
@@ -40,7 +41,8 @@ def test_missing_cache_is_cache_not_found_on_each_backend(
     with pytest.raises(CacheNotFoundError):
         hook.generate(model=MODEL, contents="hi", cache_name=name)
     statuses = emulator.admin.state()["status_counts"]["get_cache"]
-    assert statuses == ({"404": 1} if hook.backend == "vertex_ai" else {"403": 1})
+    missing = "404" if hook.backend == "vertex_ai" else "403"
+    assert statuses[missing] == 1
 
 
 def test_forbidden_fields_are_refused_before_any_call(
@@ -90,10 +92,18 @@ def test_transient_503s_are_retried_by_the_sdk(hook: ContextCacheHook, emulator:
     assert statuses.get("503", 0) > 0
 
 
-def test_unknown_model_is_an_api_error_not_a_missing_cache(hook: ContextCacheHook) -> None:
-    with pytest.raises(CtxCacheApiError) as raised:
+def test_unknown_model_is_a_config_error_naming_the_model(hook: ContextCacheHook) -> None:
+    with pytest.raises(
+        ModelNotFoundError, match=r"^model: 'gemini-0-nonexistent' is not a model this backend serves"
+    ):
         hook.count_tokens(model="gemini-0-nonexistent", contents="hello")
-    assert raised.value.code == 404
+
+
+def test_other_api_errors_keep_their_code_and_status() -> None:
+    error = errors.ServerError(500, {"error": {"code": 500, "status": "INTERNAL", "message": "boom"}})
+    translated = translate_api_error(error, model="gemini-2.5-flash")
+    assert isinstance(translated, CtxCacheApiError)
+    assert (translated.code, translated.status) == (500, "INTERNAL")
 
 
 def test_vertex_invalid_resource_state_means_the_cache_is_gone() -> None:
