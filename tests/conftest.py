@@ -26,6 +26,10 @@ for _var in (
     "GOOGLE_CLOUD_PROJECT",
     "GOOGLE_CLOUD_LOCATION",
     "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_GEMINI_BASE_URL",
+    "GOOGLE_VERTEX_BASE_URL",
+    "STORAGE_EMULATOR_HOST",
+    "AIRFLOW__CTXCACHE__ALLOWED_ROOTS",
 ):
     os.environ.pop(_var, None)
 os.environ.setdefault("NO_GCE_CHECK", "True")

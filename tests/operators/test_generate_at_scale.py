@@ -1,4 +1,6 @@
-"""GenerateWithCacheOperator at scale: JSONL in and out, faults, a killed worker, a vanished cache.
+"""GenerateWithCacheOperator at scale: JSONL in and out, faults, resume, a vanished cache.
+
+A worker killed mid-run is in tests/reliability/test_faults.py.
 
 Each test reads the output the operator wrote (batch-output lines) and the emulator's counts,
 so "exactly once" and "within N + max_concurrency calls" are checked on real artefacts.
@@ -7,10 +9,6 @@ so "exactly once" and "within N + max_concurrency calls" are checked on real art
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.operators import GenerateWithCacheOperator
 from tests.hooks.conftest import ConnFactory, backend_extra
 from tests.operators.context import task_context
+from tests.output_files import output_lines
 
 MODEL = "gemini-2.5-flash"
 
@@ -48,14 +47,6 @@ def write_input(path: Path, n: int, cache_name: str | None = None) -> Path:
                 request["cachedContent"] = cache_name
             out.write(json.dumps({"key": f"q{i:05d}", "request": request}) + "\n")
     return path
-
-
-def output_lines(folder: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for part in sorted(folder.glob("part-*.jsonl"))
-        for line in part.read_text().splitlines()
-    ]
 
 
 def operator(conn_id: str, cache_name: str, tmp_path: Path, **kwargs: Any) -> GenerateWithCacheOperator:
@@ -88,48 +79,6 @@ def test_every_key_is_answered_exactly_once_under_429s_and_503s(
     assert statuses["429"] > 0
     assert statuses["503"] > 0
     assert summary["quota_waits"] == statuses["429"]
-
-
-CHILD = """
-import sys
-from airflow_provider_ctxcache.operators import GenerateWithCacheOperator
-from tests.operators.context import task_context
-conn, cache, folder = sys.argv[1:4]
-GenerateWithCacheOperator(task_id="ask", ctxcache_conn_id=conn, cache_name=cache,
-                          input_uri=folder + "/in.jsonl", output_uri=folder + "/out",
-                          allowed_roots=[folder], max_concurrency=8,
-                          progress_interval=0).execute(task_context())
-"""
-
-
-def test_a_killed_run_resumes_with_one_line_per_key_and_no_repeated_calls(
-    conn: str, emulator: EmulatorProcess, tmp_path: Path
-) -> None:
-    n, concurrency = 300, 8
-    name = new_cache(conn)
-    write_input(tmp_path / "in.jsonl", n)
-    emulator.admin.faults(latency_ms=40, ops=["generate_content"])
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, conn, name, str(tmp_path)],
-        env=os.environ.copy(),
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    deadline = time.monotonic() + 60
-    while len(output_lines(tmp_path / "out")) < 100 if (tmp_path / "out").exists() else True:
-        assert child.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    answered_before = len(output_lines(tmp_path / "out"))
-    assert answered_before < n
-
-    emulator.admin.faults()
-    output = operator(conn, name, tmp_path, max_concurrency=concurrency).execute(task_context())
-    lines = output_lines(tmp_path / "out")
-    assert sorted(line["key"] for line in lines) == [f"q{i:05d}" for i in range(n)]
-    assert output["summary"]["skipped_already_answered"] >= answered_before
-    assert emulator.admin.state()["counts"]["generate_content"] <= n + concurrency
 
 
 def test_a_retry_skips_every_key_already_answered(

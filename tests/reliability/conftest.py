@@ -20,9 +20,10 @@ from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.operators import GenerateWithCacheOperator
 from tests.dags.conftest import airflow_db, dag_bag, default_conn, run_dag
 from tests.hooks.conftest import ConnFactory, backend_extra, make_conn
+from tests.output_files import output_lines
 
 # Fixtures re-exported so pytest finds them in this package.
-__all__ = ["airflow_db", "dag_bag", "default_conn", "make_conn", "run_dag"]
+__all__ = ["airflow_db", "dag_bag", "default_conn", "make_conn", "output_lines", "run_dag"]
 
 MODEL = "gemini-2.5-flash"
 CONTEXT = text_of_tokens(1100)
@@ -50,18 +51,6 @@ def write_input(path: Path, n: int) -> Path:
             request = {"contents": [{"role": "user", "parts": [{"text": f"Question {key}?"}]}]}
             out.write(json.dumps({"key": key, "request": request}) + "\n")
     return path
-
-
-def output_lines(folder: Path) -> list[dict[str, Any]]:
-    """Every parseable result line in the output folder (a torn last line is skipped)."""
-    lines = []
-    for part in sorted(folder.glob("part-*.jsonl")) if folder.exists() else []:
-        for raw in part.read_text().splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-    return lines
 
 
 def raw_output(folder: Path) -> dict[str, str]:
