@@ -92,8 +92,11 @@ class ContextCacheHook(BaseHook):
     @cached_property
     def _client(self) -> Client:
         self.log.info("Gemini client for connection %r: %s", self.ctxcache_conn_id, self.settings.describe())
+        return self._build(self.retry_attempts)
+
+    def _build(self, retry_attempts: int | None) -> Client:
         try:
-            return build_client(self.settings, retry_attempts=self.retry_attempts)
+            return build_client(self.settings, retry_attempts=retry_attempts)
         except CtxCacheConfigError:
             raise
         except Exception as error:  # e.g. google.auth's DefaultCredentialsError when ADC is missing
@@ -113,9 +116,7 @@ class ContextCacheHook(BaseHook):
     def _single_attempt_client(self) -> Client:
         """For creates: a create that times out may still have made the cache on the server, so
         retrying in the SDK would make another one; the task's own retry finds it by its key."""
-        if self.retry_attempts == 1:
-            return self._client
-        return build_client(self.settings, retry_attempts=1)
+        return self._client if self.retry_attempts == 1 else self._build(1)
 
     @property
     def async_client(self) -> Any:
@@ -123,9 +124,11 @@ class ContextCacheHook(BaseHook):
         return self._client.aio
 
     def close(self) -> None:
-        for name in ("_client", "_single_attempt_client"):
-            if name in self.__dict__:
-                self.__dict__[name].close()
+        clients = {
+            id(c): c for c in (self.__dict__.get("_client"), self.__dict__.get("_single_attempt_client")) if c
+        }
+        for client in clients.values():
+            client.close()
 
     async def aclose(self) -> None:
         if "_client" in self.__dict__:
@@ -333,13 +336,6 @@ class ContextCacheHook(BaseHook):
         finally:
             probe.close()
         return True, f"Connected to {where}; listing caches works ({visible} seen on the first page)."
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """For Airflow < 3.2, which reads the form from the hook; newer versions read get_provider_info."""
-        from airflow_provider_ctxcache.get_provider_info import UI_FIELD_BEHAVIOUR
-
-        return dict(UI_FIELD_BEHAVIOUR)
 
 
 def _as_list(contents: Any) -> list[Any]:
