@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from airflow_provider_ctxcache.costs import ModelPrice, cost_report, find_price
+from airflow_provider_ctxcache.costs import ModelPrice, find_price, report_for_usage
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, KeyResult, run_fanout
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
@@ -178,14 +178,11 @@ class FanoutJob:
         if price is None:
             self._log("No price known for %s: pass prices= to report costs", model)
             return None
-        usage = result.summary.usage
-        report = cost_report(
+        report = report_for_usage(
+            result.summary.usage,
             model=model,
             price=price,
             requests=result.summary.succeeded,
-            prompt_tokens=usage.prompt_token_count,
-            cached_tokens=usage.cached_content_token_count,
-            output_tokens=usage.candidates_token_count + usage.thoughts_token_count,
             cache_tokens=cache_tokens,
             storage_hours=hours,
             include_creation=self.include_creation,
