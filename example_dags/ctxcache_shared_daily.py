@@ -7,7 +7,7 @@ sensor (deferrable: it holds no worker slot) waits until the cache is about to e
 final cleanup deletes it then, so the last run to finish stops the storage bill.
 
 Shape: ``create_cache`` (reuse by content) -> ``extend_cache`` -> ``ask`` -> ``wait_for_expiry``
--> ``final_cleanup``. The questions are templated with ``{{ ds }}``, so a backfill asks each
+-> ``final_cleanup``. The questions are templated with the run's day (``ds``), so a backfill asks each
 day's questions.
 """
 
@@ -27,6 +27,8 @@ from airflow_provider_ctxcache.operators import (
 from airflow_provider_ctxcache.sensors import CacheExpirySensor
 
 SAMPLE_DIR = str(resources.files("airflow_provider_ctxcache") / "data")
+# The run's day: its logical date, or when it was queued for a run triggered without one.
+REPORT_DAY = "{{ (logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="ctxcache_shared_daily",
@@ -56,6 +58,10 @@ with DAG(
         min_remaining_ttl="{{ params.min_remaining_ttl }}",
         display_name="ctxcache_shared_daily",
         allowed_roots=[SAMPLE_DIR],
+        # One create at a time across all runs: concurrent backfill runs would otherwise each
+        # look for a live cache at the same moment, find none, and create one each. In turn,
+        # the second run finds the first run's cache and reuses it.
+        max_active_tis_per_dag=1,
     )
     extend_cache = ExtendCacheTTLOperator(
         task_id="extend_cache", cache_name=create_cache.output, ttl="{{ params.ttl }}"
@@ -65,8 +71,8 @@ with DAG(
         cache_name=create_cache.output,
         model="{{ params.model }}",
         prompts=[
-            "For the report of {{ ds }}: how many days does the Customer have to pay an invoice?",
-            "For the report of {{ ds }}: what availability must the pipelines reach?",
+            f"For the report of {REPORT_DAY}: how many days does the Customer have to pay an invoice?",
+            f"For the report of {REPORT_DAY}: what availability must the pipelines reach?",
         ],
     )
     wait_for_expiry = CacheExpirySensor(

@@ -1,12 +1,15 @@
 """Fixtures for the end-to-end tests: a dedicated emulator and a real Airflow deployment on it.
 
-Both are module-scoped and stopped at the end, also on failure. A failing e2e test gets the
-tail of the deployment's log (and of the newest task logs) appended to its report.
+Both are package-scoped (one deployment for all of ``tests/e2e``) and stopped at the end, also
+on failure. A failing e2e test gets the tail of the deployment's log (and of the newest task
+logs) appended to its report.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -33,14 +36,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(("Airflow deployment log tail", deployment.log_tail()))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def e2e_emulator() -> Iterator[EmulatorProcess]:
     """An emulator of its own: the deployment's tasks run in other processes and use it freely."""
     with EmulatorProcess() as process:
         yield process
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def airflow_deployment(e2e_emulator: EmulatorProcess) -> Iterator[AirflowDeployment]:
     connection = json.dumps(
         {
@@ -49,9 +52,22 @@ def airflow_deployment(e2e_emulator: EmulatorProcess) -> Iterator[AirflowDeploym
             "extra": {"backend": "gemini_api", "base_url": e2e_emulator.url, "retry_initial_delay": 0.05},
         }
     )
-    # No skip: if Airflow cannot start from the project's venv, that is a failure.
-    with AirflowDeployment(connections={"ctxcache_default": connection}) as deployment:
-        yield deployment
+    # A SIGTERM to pytest (a CI timeout) would skip the teardown and orphan the deployment:
+    # turn it into KeyboardInterrupt while the deployment runs, so the group is still stopped.
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        # No skip: if Airflow cannot start from the project's venv, that is a failure.
+        with AirflowDeployment(connections={"ctxcache_default": connection}) as deployment:
+            yield deployment
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture

@@ -30,6 +30,30 @@ VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 TERMINAL_RUN_STATES = {"success", "failed"}
+SETTINGS_MODULE = "ctxcache_e2e_settings"
+CLI_SETTINGS_MODULE = "ctxcache_e2e_cli_settings"
+# Imported by the CLI through [database] sql_alchemy_connect_args. Airflow runs SQLite in WAL
+# mode; a transaction that reads and then writes (``backfill create`` does, in a SAVEPOINT)
+# fails at once with "database is locked" if the scheduler committed in between, without
+# waiting. BEGIN IMMEDIATE takes the write lock up front, so the CLI waits its turn instead.
+CLI_SETTINGS = """\
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+CONNECT_ARGS = {"timeout": 60.0}
+
+
+@event.listens_for(Engine, "connect")
+def _no_implicit_begin(dbapi_connection, connection_record):
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        dbapi_connection.isolation_level = None
+
+
+@event.listens_for(Engine, "begin")
+def _begin_immediate(connection):
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+"""
 
 T = TypeVar("T")
 
@@ -87,6 +111,10 @@ class AirflowDeployment:
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "8",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                # SQLite allows one writer: wait up to 60 s for the lock (Python's default is 5 s,
+                # which the CLI next to a busy scheduler can exceed: "database is locked").
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(self.root), env.get("PYTHONPATH")])),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SETTINGS_MODULE}.CONNECT_ARGS",
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__WORKERS": "1",
@@ -115,6 +143,8 @@ class AirflowDeployment:
 
     def start(self) -> AirflowDeployment:
         self.dags_folder.mkdir(parents=True)
+        (self.root / f"{SETTINGS_MODULE}.py").write_text('CONNECT_ARGS = {"timeout": 60.0}\n')
+        (self.root / f"{CLI_SETTINGS_MODULE}.py").write_text(CLI_SETTINGS)
         for dag_file in sorted((REPO / "example_dags").glob("*.py")):
             (self.dags_folder / dag_file.name).symlink_to(dag_file)
         self._log = self.log_path.open("wb")
@@ -166,10 +196,8 @@ class AirflowDeployment:
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
             # Children (api-server workers, executors, task runners) may outlive the leader.
             deadline = time.monotonic() + 5.0
             while _group_alive(process.pid) and time.monotonic() < deadline:
@@ -201,7 +229,7 @@ class AirflowDeployment:
             key=lambda p: p.stat().st_mtime,
         )
         for path in task_logs[-3:]:
-            parts += [f"--- {path} (last 30 lines) ---", tail(path, 30)]
+            parts += [f"--- {path} (last 25 events) ---", _compact_task_log(tail(path, 25))]
         return "\n".join(parts)
 
     # -- REST API and CLI ------------------------------------------------------------------
@@ -228,9 +256,13 @@ class AirflowDeployment:
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """``airflow ARGS`` with the deployment's home and settings; fails with its output."""
+        env = {
+            **self.env,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{CLI_SETTINGS_MODULE}.CONNECT_ARGS",
+        }
         result = subprocess.run(
             [str(VENV_BIN / "airflow"), *args],
-            env=self.env,
+            env=env,
             cwd=self.root,
             capture_output=True,
             text=True,
@@ -273,11 +305,12 @@ class AirflowDeployment:
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
+    def trigger(
+        self, dag_id: str, conf: Mapping[str, Any] | None = None, *, logical_date: str | None = None
+    ) -> str:
         """A manual run, as the UI's trigger form makes it; returns its run id."""
-        run = self.api(
-            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": dict(conf or {})}
-        )
+        body = {"logical_date": logical_date, "conf": dict(conf or {})}
+        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
         return str(run["dag_run_id"])
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
@@ -313,6 +346,21 @@ class AirflowDeployment:
             return self.wait_for(f"run {run_id} of {dag_id}", probe, timeout=timeout, interval=interval)
         except DeploymentError as error:
             raise DeploymentError(f"{error}; task states: {self.task_states(dag_id, run_id)}") from None
+
+
+def _compact_task_log(text: str) -> str:
+    """Task logs are JSON lines: keep the time, level and event of each, cut long ones."""
+    lines = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+            line = f"{event.get('timestamp', '')[11:23]} {event.get('level', '')} {event.get('event', '')}"
+            if event.get("error_detail"):
+                line += f" {json.dumps(event['error_detail'])[:2000]}"
+        except (ValueError, AttributeError):
+            pass
+        lines.append(line if len(line) <= 2500 else line[:2500] + " ...")
+    return "\n".join(lines)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -83,16 +83,18 @@ class BackfillOutcome:
 def shared_daily_backfill(
     airflow_deployment: AirflowDeployment, e2e_emulator: EmulatorProcess
 ) -> BackfillOutcome:
-    """``airflow backfill create`` over the three days before today, run to the end.
+    """``airflow backfill create`` over the last three daily runs (up to today's), run to the end.
 
-    The DAG has ``catchup=True`` and a start date in the past: unpausing it first would make the
-    scheduler catch up every day since. The backfill is created while it is paused; once the
-    dag-processor has moved its next run past the backfilled days, unpausing starts only them.
+    ``@daily`` is a cron trigger in Airflow 3: the run of day D has logical date D 00:00 and is
+    due then, so today's run is already due. The DAG has ``catchup=True`` and a start date in
+    the past: unpausing it first would make the scheduler catch up every day since. So the
+    backfill is created while it is paused, and once the dag-processor has moved the next
+    scheduled run to tomorrow, unpausing starts only the backfill's runs.
     """
     airflow = airflow_deployment
     airflow.wait_for_dag(SHARED)
     today = dt.datetime.now(dt.timezone.utc).date()
-    first, last = today - dt.timedelta(days=3), today - dt.timedelta(days=1)
+    first, last = today - dt.timedelta(days=2), today
     assert first >= dt.date(2026, 11, 1), f"the machine's clock ({today}) is before the DAG's start"
     e2e_emulator.admin.reset()
 
@@ -118,7 +120,7 @@ def shared_daily_backfill(
 
     def backfill_runs() -> list[dict[str, Any]]:
         runs = airflow.api("GET", f"/api/v2/dags/{SHARED}/dagRuns?limit=100")["dag_runs"]
-        return [run for run in runs if run["run_type"] == "backfill_job"]
+        return [run for run in runs if run["run_type"] == "backfill"]
 
     def all_finished() -> list[dict[str, Any]] | None:
         runs = backfill_runs()
@@ -144,7 +146,7 @@ def test_backfill_reuses_one_cache_across_three_days(
 ) -> None:
     outcome = shared_daily_backfill
     today = dt.datetime.now(dt.timezone.utc).date()
-    assert outcome.logical_dates == [(today - dt.timedelta(days=d)).isoformat() for d in (3, 2, 1)]
+    assert outcome.logical_dates == [(today - dt.timedelta(days=d)).isoformat() for d in (2, 1, 0)]
     assert [run["state"] for run in outcome.runs] == ["success"] * 3, outcome.states
     for run in outcome.runs:
         assert run["conf"] == SHORT_TTL_CONF
@@ -152,9 +154,10 @@ def test_backfill_reuses_one_cache_across_three_days(
     assert counts["create_cache"] == 1, f"one cache for the three days, not {counts['create_cache']}"
     assert counts["generate_content"] == 3 * 2  # two questions a day
     assert outcome.emulator_state["caches"] == [], "the last cleanup must delete the shared cache"
-    # No scheduled catch-up run slipped in besides the backfill.
+    # No scheduled catch-up run slipped in besides the backfill (tomorrow's may, after midnight).
     runs = airflow.api("GET", f"/api/v2/dags/{SHARED}/dagRuns?limit=100")["dag_runs"]
-    assert {run["run_type"] for run in runs} <= {"backfill_job", "manual"}
+    scheduled = [run["logical_date"] for run in runs if run["run_type"] == "scheduled"]
+    assert all(date[:10] > outcome.logical_dates[-1] for date in scheduled), scheduled
 
 
 def test_expiry_sensor_defers_and_the_triggerer_resumes_it(
@@ -162,7 +165,10 @@ def test_expiry_sensor_defers_and_the_triggerer_resumes_it(
 ) -> None:
     # The backfill fixture has unpaused the DAG safely (no catch-up) and its runs are over.
     e2e_emulator.admin.reset()
-    run_id = airflow.trigger(SHARED, SHORT_TTL_CONF)
+    # With a logical date, as the UI's trigger form sends by default: the DAG's questions use
+    # {{ ds }}, which Airflow 3 leaves undefined for a run triggered without one.
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    run_id = airflow.trigger(SHARED, SHORT_TTL_CONF, logical_date=now)
     seen: list[str | None] = []
 
     def record(states: dict[str, str | None]) -> None:
