@@ -1,0 +1,1 @@
+"""Airflow plugins shipped with the provider: the live-caches view (:mod:`.caches_view`)."""
