@@ -291,22 +291,31 @@ async def get_cache(call: Call, cache_id: str) -> dict[str, Any]:
     return call.find(call.cache_name(cache_id)).resource()
 
 
-async def list_caches(call: Call, query: Mapping[str, str]) -> dict[str, Any]:
-    """``GET cachedContents?pageSize&pageToken``."""
+def page_request(query: Mapping[str, str]) -> tuple[int, str]:
+    """``(pageSize, pageToken)`` of a list call, in either spelling; 0 means the default size."""
     try:
         page_size = int(query.get("pageSize") or query.get("page_size") or 0)
     except ValueError as exc:
         raise invalid_argument("Invalid value for page_size.") from exc
     if page_size < 0:
         raise invalid_argument("page_size must not be negative.")
-    token = query.get("pageToken") or query.get("page_token") or ""
-    page, next_token = call.state.store.page(call.scope, page_size, token)
+    return page_size, query.get("pageToken") or query.get("page_token") or ""
+
+
+def page_response(field: str, resources: list[dict[str, Any]], next_token: str | None) -> dict[str, Any]:
+    """A list answer as the API shapes it: empty fields are left out."""
     result: dict[str, Any] = {}
-    if page:
-        result["cachedContents"] = [c.resource() for c in page]
+    if resources:
+        result[field] = resources
     if next_token:
         result["nextPageToken"] = next_token
     return result
+
+
+async def list_caches(call: Call, query: Mapping[str, str]) -> dict[str, Any]:
+    """``GET cachedContents?pageSize&pageToken``."""
+    page, next_token = call.state.store.page(call.scope, *page_request(query))
+    return page_response("cachedContents", [c.resource() for c in page], next_token)
 
 
 async def update_cache(call: Call, cache_id: str, body: Any, query: Mapping[str, str]) -> dict[str, Any]:

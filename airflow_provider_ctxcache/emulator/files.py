@@ -26,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .api import Call
+from .api import Call, page_request, page_response
 from .content import pick
 from .errors import ApiError, invalid_argument
 from .filestore import FILE_ID_PATTERN, UploadSession, missing_file
@@ -201,21 +201,8 @@ async def get_file(call: Call, request: Request, body: Any) -> dict[str, Any]:
 
 async def list_files(call: Call, request: Request, body: Any) -> dict[str, Any]:
     """``GET /{v}/files?pageSize&pageToken`` -> ``{"files", "nextPageToken"}``."""
-    query = request.query_params
-    try:
-        page_size = int(query.get("pageSize") or query.get("page_size") or 0)
-    except ValueError as exc:
-        raise invalid_argument("Invalid value for page_size.") from exc
-    if page_size < 0:
-        raise invalid_argument("page_size must not be negative.")
-    token = query.get("pageToken") or query.get("page_token") or ""
-    page, next_token = call.state.files.page(page_size, token)
-    result: dict[str, Any] = {}
-    if page:
-        result["files"] = [f.resource() for f in page]
-    if next_token:
-        result["nextPageToken"] = next_token
-    return result
+    page, next_token = call.state.files.page(*page_request(request.query_params))
+    return page_response("files", [f.resource() for f in page], next_token)
 
 
 async def delete_file(call: Call, request: Request, body: Any) -> dict[str, Any]:
