@@ -1,11 +1,11 @@
 """What users write as cache contents, turned into google-genai parts, checked before any call.
 
 Accepted items: a string (text), ``{"text": ...}``, ``{"file": PATH}`` (a file, or a folder read
-recursively in name order) and ``{"uri": URI, "mime_type": ...}`` (``gs://`` on Vertex, Files API
-URIs on the Developer API). Local paths are read only under allowed roots, because a run
+recursively in name order) and ``{"uri": URI, "mime_type": ...}`` (which URIs the service can
+read is the backend's rule). Local paths are read only under allowed roots, because a run
 triggered from the UI renders params into these fields and params are untrusted. Local files
-stay unread until :func:`resolve`: those that would push the request past the 10 MB inline
-limit are staged (Cloud Storage on Vertex, the Files API on the Developer API), the rest go inline.
+stay unread until :func:`resolve`: those that would push the request past the backend's inline
+limit are staged (where, is again the backend's choice), the rest go inline.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import mimetypes
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from google.genai import types
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.models import model_id
 
-INLINE_LIMIT_BYTES = 10 * 1024 * 1024
 ALLOWED_ROOTS_ENV = "AIRFLOW__CTXCACHE__ALLOWED_ROOTS"
 _TEXT_SUFFIXES = {
     ".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".xml", ".html", ".htm",
@@ -82,10 +82,23 @@ Item = types.Part | LocalFile
 Stage = Callable[[LocalFile], types.Part]
 
 
+class ContentRules(Protocol):
+    """What a backend decides about contents (see ``hooks.backend.Backend``)."""
+
+    @property
+    def inline_limit_bytes(self) -> int:
+        """The most a request may carry inline."""
+
+    def check_file_uri(self, uri: str, where: str) -> None:
+        """Refuses a URI the backend cannot read."""
+
+
 class ContentBuilder:
     """Checks one request's content items and turns them into parts; local files are deferred."""
 
-    def __init__(self, *, backend: str, allowed_roots: Iterable[str], field: str = "contents") -> None:
+    def __init__(
+        self, *, backend: ContentRules, allowed_roots: Iterable[str], field: str = "contents"
+    ) -> None:
         self.backend = backend
         self.field = field
         self.roots = [Path(root).expanduser().resolve() for root in allowed_roots]
@@ -104,9 +117,10 @@ class ContentBuilder:
         if not parts:
             raise CtxCacheConfigError(f"{self.field}: holds no content (empty strings or empty folders).")
         text_bytes = sum(len(p.text.encode()) for p in parts if isinstance(p, types.Part) and p.text)
-        if text_bytes > INLINE_LIMIT_BYTES:
+        if text_bytes > self.backend.inline_limit_bytes:
             raise CtxCacheConfigError(
-                f"{self.field}: {text_bytes} bytes of inline text pass the 10 MB request limit; "
+                f"{self.field}: {text_bytes} bytes of inline text pass the "
+                f"{_mb(self.backend.inline_limit_bytes)} request limit; "
                 "put the text in files ({'file': PATH}), which are staged when too large to send inline."
             )
         return parts
@@ -132,11 +146,7 @@ class ContentBuilder:
         uri, mime = item["uri"], item.get("mime_type") or item.get("mimeType")
         if not isinstance(uri, str) or "://" not in uri:
             raise CtxCacheConfigError(f"{where}.uri: {uri!r} is not a URI such as gs://bucket/object.pdf.")
-        if uri.startswith("gs://") and self.backend != "vertex_ai":
-            raise CtxCacheConfigError(
-                f"{where}.uri: gs:// URIs work only on vertex_ai; on gemini_api pass the file as "
-                "{'file': PATH}: large files are uploaded through the Files API for you."
-            )
+        self.backend.check_file_uri(uri, where)
         if not mime:
             guessed, _ = mimetypes.guess_type(uri)
             mime = guessed
@@ -184,9 +194,9 @@ def inline_bytes(items: Sequence[Item]) -> int:
     return total
 
 
-def files_to_stage(items: Sequence[Item]) -> list[LocalFile]:
-    """The fewest files, largest first, whose staging brings the inline size under the limit."""
-    excess = inline_bytes(items) - INLINE_LIMIT_BYTES
+def files_to_stage(items: Sequence[Item], limit: int) -> list[LocalFile]:
+    """The fewest files, largest first, whose staging brings the inline size under ``limit`` bytes."""
+    excess = inline_bytes(items) - limit
     chosen: list[LocalFile] = []
     for local in sorted((i for i in items if isinstance(i, LocalFile)), key=lambda f: -f.size):
         if excess <= 0:
@@ -196,14 +206,13 @@ def files_to_stage(items: Sequence[Item]) -> list[LocalFile]:
     return chosen
 
 
-def resolve(items: Sequence[Item], stage: Stage | None) -> list[types.Part]:
-    """Parts for the request: files over the inline budget go through ``stage``, the rest inline."""
-    staged = {id(local) for local in files_to_stage(items)}
+def resolve(items: Sequence[Item], stage: Stage | None, limit: int) -> list[types.Part]:
+    """Parts for the request: files over the ``limit``-byte inline budget go through ``stage``."""
+    staged = {id(local) for local in files_to_stage(items, limit)}
     if staged and stage is None:
         raise CtxCacheConfigError(
-            f"contents: {inline_bytes(items)} bytes pass the 10 MB inline limit and nothing can stage them; "
-            "on vertex_ai set the connection extra staging_uri (gs://bucket/prefix) "
-            "or the operator's staging_uri."
+            f"contents: {inline_bytes(items)} bytes pass the {_mb(limit)} inline limit and nothing can "
+            "stage them; pass the files through CreateCacheOperator, which stages them."
         )
     parts: list[types.Part] = []
     for item in items:
@@ -218,6 +227,10 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB"
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -226,7 +239,7 @@ def _short(value: Any) -> str:
 def fingerprint(*, model: str, contents: Sequence[Item], **extras: Any) -> str:
     """A stable hash of what the cache would hold, so equal content maps to one cache."""
     digest = hashlib.sha256()
-    digest.update(model.removeprefix("models/").encode())
+    digest.update(model_id(model).encode())
     for item in contents:
         if isinstance(item, LocalFile):
             described: Any = {"file": item.path.name, "mime_type": item.mime_type, "sha256": item.sha256()}

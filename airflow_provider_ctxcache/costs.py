@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol, TypeAlias
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.models import model_id
+from airflow_provider_ctxcache.models import lookup_keys, model_id
 
 PER_MILLION = 1_000_000
 _FIX = "set it in the connection extra 'prices' or the operator's prices="
@@ -78,7 +77,8 @@ PRICES: dict[str, ModelPrice] = {
     # Prompts over 200k tokens bill at a higher tier on 2.5 Pro; that tier is not modelled here.
     "gemini-2.5-pro": ModelPrice(1.25, 0.125, 10.00, 4.50),
     "gemini-2.0-flash": ModelPrice(0.10, 0.025, 0.40, 1.00),
-    "gemini-3-pro-preview": ModelPrice(2.00, 0.20, 12.00, 4.50),
+    # gemini-3-pro-preview was shut down on 2026-03-09; its successor kept its prices.
+    "gemini-3.1-pro-preview": ModelPrice(2.00, 0.20, 12.00, 4.50),
     "gemini-3-flash-preview": ModelPrice(0.50, 0.05, 3.00, 1.00),
 }
 # Batch prediction bills at this fraction of the online price (and accepts no explicit cache).
@@ -88,14 +88,10 @@ BATCH_DISCOUNT = 0.5
 PriceOverrides: TypeAlias = Mapping[str, Any] | str | None
 """A flat mapping of price fields (for the model in use), ``{model: {fields}}``, or that as JSON."""
 
-_VERSION_SUFFIX = re.compile(r"(?:-\d{3}|@\d+)$")
-
 
 def _names(model: str) -> list[str]:
     """Lookup keys for a model, most specific first: its id, then its id without a version suffix."""
-    exact = model_id(model).lower()
-    base = _VERSION_SUFFIX.sub("", exact)
-    return [exact] if base == exact else [exact, base]
+    return lookup_keys(model)
 
 
 def _check_fields(values: Any, path: str) -> dict[str, float]:
@@ -428,6 +424,7 @@ class UsageTotals(Protocol):
     cached_content_token_count: int
     candidates_token_count: int
     thoughts_token_count: int
+    tool_use_prompt_token_count: int
 
 
 def report_for_usage(
@@ -440,12 +437,16 @@ def report_for_usage(
     price: ModelPrice | None = None,
     include_creation: bool = True,
 ) -> CostReport:
-    """:func:`cost_report` from summed ``usage_metadata`` (output = candidates + thoughts)."""
+    """:func:`cost_report` from summed ``usage_metadata``.
+
+    Input is the prompt (cached tokens included) plus the tool-use prompt tokens (search results,
+    code output fed back to the model), which are billed as input; output is candidates + thoughts.
+    """
     return cost_report(
         model=model,
         price=price,
         requests=requests,
-        prompt_tokens=usage.prompt_token_count,
+        prompt_tokens=usage.prompt_token_count + usage.tool_use_prompt_token_count,
         cached_tokens=usage.cached_content_token_count,
         output_tokens=usage.candidates_token_count + usage.thoughts_token_count,
         cache_tokens=cache_tokens,

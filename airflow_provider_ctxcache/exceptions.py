@@ -8,6 +8,7 @@ Messages carry what a user needs to act (names, counts, delays) and never a cred
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -62,12 +63,32 @@ class ForbiddenWithCacheError(CtxCacheConfigError):
 
 
 class QuotaExceededError(CtxCacheError):
-    """429 RESOURCE_EXHAUSTED; ``retry_delay`` keeps the server's RetryInfo hint (the SDK drops it)."""
+    """429 RESOURCE_EXHAUSTED, with what the server said about it (the SDK drops both).
 
-    def __init__(self, message: str, retry_delay: float | None) -> None:
+    ``retry_delay`` is RetryInfo's delay in seconds. ``quota_metric``, ``quota_id`` and
+    ``quota_value`` come from the first violation of a ``google.rpc.QuotaFailure`` detail (e.g.
+    ``GenerateRequestsPerMinutePerProjectPerModel`` and its limit), so a caller can learn which
+    quota ran out and how large it is. Each is None when the server did not say.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        retry_delay: float | None,
+        *,
+        quota_metric: str | None = None,
+        quota_id: str | None = None,
+        quota_value: int | None = None,
+    ) -> None:
         self.retry_delay = retry_delay
+        self.quota_metric = quota_metric
+        self.quota_id = quota_id
+        self.quota_value = quota_value
+        which = quota_id or quota_metric
+        limit = f", limit {quota_value}" if quota_value is not None else ""
+        quota = f" ({which}{limit})" if which else ""
         hint = f" The server asks to retry after {retry_delay:g}s." if retry_delay is not None else ""
-        super().__init__(f"quota exhausted: {message}.{hint}")
+        super().__init__(f"quota exhausted: {message}{quota}.{hint}")
 
 
 class ModelNotFoundError(CtxCacheConfigError):
@@ -90,10 +111,18 @@ class CtxCacheApiError(CtxCacheError):
         super().__init__(f"Gemini API error {code} {status}: {message}")
 
 
-_TOO_SMALL = re.compile(r"is of (\d+) tokens.*minimum token count to start caching is (\d+)", re.I | re.S)
+# Both forms the service uses for content below the model's minimum: (tokens, minimum).
+_TOO_SMALL = (
+    re.compile(r"is of (\d+) tokens.*minimum token count to start caching is (\d+)", re.I | re.S),
+    re.compile(r"too small.*total_token_count\s*=\s*(\d+).*min_total_token_count\s*=\s*(\d+)", re.I | re.S),
+)
 _FORBIDDEN = re.compile(r"can ?not be used with GenerateContent request setting", re.I)
 _BAD_CACHE_STATE = re.compile(r"invalid resource state for cache", re.I)
+_EXPIRED_CACHE = re.compile(r"cache(?:d)? ?content \S+ is expired", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+CacheGone = Callable[[int, str], bool]
+"""Says whether an error (code, message) of a call that addressed a cache means the cache is gone."""
 
 
 def _error_details(error: Any) -> list[dict[str, Any]]:
@@ -106,31 +135,84 @@ def _error_details(error: Any) -> list[dict[str, Any]]:
     return []
 
 
+def _detail(error: Any, type_name: str) -> dict[str, Any] | None:
+    return next((d for d in _error_details(error) if str(d.get("@type", "")).endswith(type_name)), None)
+
+
 def retry_delay_of(error: Any) -> float | None:
     """Seconds from a ``google.rpc.RetryInfo`` detail, if the server sent one."""
-    for detail in _error_details(error):
-        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            match = _DURATION.match(str(detail.get("retryDelay", "")))
-            if match:
-                return float(match.group(1))
+    detail = _detail(error, "google.rpc.RetryInfo")
+    match = _DURATION.match(str(detail.get("retryDelay", ""))) if detail else None
+    return float(match.group(1)) if match else None
+
+
+def quota_violation_of(error: Any) -> tuple[str | None, str | None, int | None]:
+    """(quotaMetric, quotaId, quotaValue) of a ``google.rpc.QuotaFailure``'s first violation."""
+    detail = _detail(error, "google.rpc.QuotaFailure")
+    violations = detail.get("violations") if detail else None
+    first = violations[0] if isinstance(violations, list) and violations else None
+    if not isinstance(first, dict):
+        return None, None, None
+    metric, quota_id, value = first.get("quotaMetric"), first.get("quotaId"), first.get("quotaValue")
+    try:
+        number = int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None  # quotaValue is an int64 sent as a string; anything else is not a limit
+    return (str(metric) if metric else None, str(quota_id) if quota_id else None, number)
+
+
+def too_small_counts(message: str) -> tuple[int, int] | None:
+    """(tokens, minimum) from either form of the service's "cache too small" message."""
+    for form in _TOO_SMALL:
+        match = form.search(message)
+        if match:
+            return int(match.group(1)), int(match.group(2))
     return None
 
 
-def _names_the_cache(code: int, message: str) -> bool:
-    """A 403 is about the cache only when it says so; a 404 is, unless it names a model instead."""
+# What each of the service's missing-cache answers looks like. Which of them a backend gives is
+# decided in hooks/backend.py; together they are the default for callers without a backend.
+def cache_denied(code: int, message: str) -> bool:
+    """403 naming a cache: the Developer API's answer for a missing, expired or deleted cache."""
+    return code == 403 and "cache" in message.lower().replace(" ", "")
+
+
+def cache_not_found(code: int, message: str) -> bool:
+    """404, unless it names a model rather than a cache (then the model is what is missing)."""
     text = message.lower()
-    if "cache" in text.replace(" ", ""):
-        return True
-    return code == 404 and "model" not in text
+    return code == 404 and ("cache" in text.replace(" ", "") or "model" not in text)
+
+
+def cache_expired(code: int, message: str) -> bool:
+    """Vertex's 400 "Cache content N is expired." for a cache that has just expired."""
+    return code == 400 and bool(_EXPIRED_CACHE.search(message))
+
+
+def cache_in_bad_state(code: int, message: str) -> bool:
+    """Vertex's 400 "Invalid resource state for cache content" for a cache being deleted."""
+    return code == 400 and bool(_BAD_CACHE_STATE.search(message))
+
+
+def any_cache_gone(code: int, message: str) -> bool:
+    """Any backend's missing-cache answer."""
+    return any(
+        shape(code, message) for shape in (cache_denied, cache_not_found, cache_expired, cache_in_bad_state)
+    )
 
 
 def translate_api_error(
-    error: Exception, *, cache_name: str | None = None, model: str | None = None
+    error: Exception,
+    *,
+    cache_name: str | None = None,
+    model: str | None = None,
+    cache_gone: CacheGone = any_cache_gone,
 ) -> Exception:
     """The named case for an SDK ``APIError``; anything that is not one is returned unchanged.
 
-    ``cache_name`` says the call addressed a cache, which is what turns a 403/404 into
-    "cache missing" rather than "model not found" or "permission denied on the project".
+    ``cache_name`` says the call addressed a cache, which is what lets ``cache_gone`` (the
+    backend's missing-cache shapes) turn a 403/404/400 into "cache missing" rather than "model
+    not found" or "permission denied on the project". A missing cache is final, so callers
+    such as the fan-out stop at once instead of retrying.
     """
     from google.genai import errors as genai_errors
 
@@ -140,16 +222,21 @@ def translate_api_error(
     status = error.status
     message = str(error.message or "")
     if code == 429:
-        return QuotaExceededError(message or "RESOURCE_EXHAUSTED", retry_delay_of(error))
+        metric, quota_id, value = quota_violation_of(error)
+        return QuotaExceededError(
+            message or "RESOURCE_EXHAUSTED",
+            retry_delay_of(error),
+            quota_metric=metric,
+            quota_id=quota_id,
+            quota_value=value,
+        )
     if code == 400:
-        too_small = _TOO_SMALL.search(message)
-        if too_small:
-            return CacheTooSmallError(int(too_small.group(1)), int(too_small.group(2)), model)
+        counts = too_small_counts(message)
+        if counts:
+            return CacheTooSmallError(*counts, model)
         if _FORBIDDEN.search(message):
             return ForbiddenWithCacheError(detail=message)
-        if cache_name and _BAD_CACHE_STATE.search(message):
-            return CacheNotFoundError(cache_name, message)
-    if cache_name and code in (403, 404) and _names_the_cache(code, message):
+    if cache_name and cache_gone(code, message):
         return CacheNotFoundError(cache_name, message)
     if code == 404 and model and "model" in message.lower():
         return ModelNotFoundError(model, message)

@@ -9,6 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_ctxcache import __version__
+from airflow_provider_ctxcache.connection_defaults import (
+    BACKENDS,
+    CONN_TYPE,
+    DEFAULT_BACKEND,
+    DEFAULT_DEVELOPER_API_VERSION,
+    DEFAULT_LOCATION,
+    DEFAULT_QUOTA_WINDOW_SECONDS,
+    DEFAULT_RETRY_ATTEMPTS,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEFAULT_TPM_COUNTS_CACHED,
+)
 
 HOOK_CLASS = "airflow_provider_ctxcache.hooks.ContextCacheHook"
 
@@ -17,18 +28,20 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "relabeling": {"password": "API key (Gemini Developer API)"},
     "placeholders": {
         "password": "AIza... (any value for the local emulator; empty for Vertex AI)",
-        "backend": "gemini_api",
+        "backend": DEFAULT_BACKEND,
         "project": "my-gcp-project",
-        "location": "us-central1",
+        "location": DEFAULT_LOCATION,
         "base_url": "http://127.0.0.1:8765 (the emulator), or empty for Google",
-        "api_version": "v1beta",
+        "api_version": DEFAULT_DEVELOPER_API_VERSION,
+        "rpm_limit": "e.g. 1000 (empty: learned from 429 answers)",
+        "tpm_limit": "e.g. 1000000 (empty: learned from 429 answers)",
     },
 }
 
 CONN_FIELDS: dict[str, Any] = {
     "backend": {
         "label": "Backend",
-        "schema": {"type": ["string", "null"], "enum": ["gemini_api", "vertex_ai"], "default": "gemini_api"},
+        "schema": {"type": ["string", "null"], "enum": list(BACKENDS), "default": DEFAULT_BACKEND},
         "description": "gemini_api (API key) or vertex_ai (service account, key file or ADC).",
     },
     "project": {
@@ -38,7 +51,7 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "location": {
         "label": "Location",
-        "schema": {"type": ["string", "null"], "default": "us-central1"},
+        "schema": {"type": ["string", "null"], "default": DEFAULT_LOCATION},
         "description": "Vertex AI region that holds the caches (vertex_ai only).",
     },
     "base_url": {
@@ -49,7 +62,9 @@ CONN_FIELDS: dict[str, Any] = {
     "api_version": {
         "label": "API version",
         "schema": {"type": ["string", "null"]},
-        "description": "Defaults to v1beta on gemini_api and the SDK's default on vertex_ai.",
+        "description": (
+            f"Defaults to {DEFAULT_DEVELOPER_API_VERSION} on gemini_api and the SDK's default on vertex_ai."
+        ),
     },
     "service_account_json": {
         "label": "Service account JSON",
@@ -68,13 +83,48 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "retry_attempts": {
         "label": "Retry attempts",
-        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 1},
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_RETRY_ATTEMPTS, "minimum": 1},
         "description": "Tries per call on 408/429/5xx, including the first.",
     },
     "timeout": {
         "label": "Timeout (seconds)",
-        "schema": {"type": ["number", "null"], "default": 300, "minimum": 1},
+        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT_SECONDS, "minimum": 1},
         "description": "Per-request timeout.",
+    },
+    "rpm_limit": {
+        "label": "Requests per minute",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+        "description": (
+            "This project's requests-per-minute quota per model, so fan-outs pace themselves under it. "
+            "Leave empty to learn it from the server's 429 answers."
+        ),
+    },
+    "tpm_limit": {
+        "label": "Input tokens per minute",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+        "description": (
+            "This project's input-tokens-per-minute quota per model; every request counts its prompt, "
+            "cached tokens included (see tpm_counts_cached). Leave empty to learn it from 429 answers."
+        ),
+    },
+    "quota_window_seconds": {
+        "label": "Quota window (seconds)",
+        "schema": {
+            "type": ["number", "null"],
+            "default": DEFAULT_QUOTA_WINDOW_SECONDS,
+            "exclusiveMinimum": 0,
+        },
+        "description": (
+            "The window the two limits above apply to: a minute at Google; shorter against the emulator."
+        ),
+    },
+    "tpm_counts_cached": {
+        "label": "Cached tokens count toward the token quota",
+        "schema": {"type": ["boolean", "null"], "default": DEFAULT_TPM_COUNTS_CACHED},
+        "description": (
+            "Whether a request's cached tokens use up tpm_limit (public reports say they do). "
+            "Turn off only if your project's quota shows otherwise."
+        ),
     },
 }
 
@@ -116,7 +166,7 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "connection-types": [
             {
-                "connection-type": "ctxcache",
+                "connection-type": CONN_TYPE,
                 "hook-class-name": HOOK_CLASS,
                 "hook-name": "Gemini Context Cache",
                 "conn-fields": CONN_FIELDS,

@@ -1,13 +1,16 @@
-"""Staging of local files too large to send inline: Cloud Storage on Vertex, the Files API otherwise.
+"""Staging of local files too large to send inline, and their removal with the cache.
 
-Every staged object sits under a folder named after the cache's reuse key (the suffix the
-provider puts in the cache's display name), so deleting the cache can find and remove them.
-Names are derived from the file's content hash, so a retry re-uses what an earlier try uploaded.
+Where files go is the backend's choice (``hooks.backend.Backend.staging_area``): Cloud Storage
+on Vertex AI, the Files API on the Developer API. Every staged object sits under
+a folder named after the cache's reuse key (the suffix the provider puts in the cache's
+display name), so deleting the cache can find and remove them. Names are derived from the
+file's content hash, so a retry re-uses what an earlier try uploaded.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 from google.genai import types
@@ -16,6 +19,8 @@ from airflow_provider_ctxcache.contents import LocalFile
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 
 if TYPE_CHECKING:
+    from google.genai import Client
+
     from airflow_provider_ctxcache.hooks import ContextCacheHook
 
 KEY_MARK = "ctxcache:"
@@ -40,39 +45,56 @@ def split_gs_uri(uri: str, field: str = "staging_uri") -> tuple[str, str]:
     return parsed.netloc, parsed.path.strip("/")
 
 
-class Stager:
-    """Uploads files for one cache and returns the ``fileData`` parts that point at them."""
+class StagingArea(Protocol):
+    """Somewhere the service can read large files from, with a folder per cache."""
 
-    def __init__(self, hook: ContextCacheHook, key: str, staging_uri: str | None) -> None:
-        self.hook = hook
-        self.folder = staging_folder(key)
+    def upload(self, local: LocalFile, folder: str) -> str:
+        """Stores ``local`` under ``folder`` (once, however often it is called); returns its URI."""
+
+    def remove(self, folder: str) -> int:
+        """Deletes everything under ``folder``; returns how many objects."""
+
+
+class CloudStorageArea:
+    """``gs://bucket/prefix/<folder>/<sha>-<name>``: what Vertex AI reads large files from."""
+
+    def __init__(self, storage_client: Callable[[], Any], staging_uri: str | None) -> None:
+        self.storage_client = storage_client
         self.staging_uri = staging_uri
-        self.staged: list[str] = []
 
-    def __call__(self, local: LocalFile) -> types.Part:
-        uri = self._to_gcs(local) if self.hook.settings.is_vertex else self._to_files_api(local)
-        self.staged.append(uri)
-        self.hook.log.info(
-            "Staged %s (%d bytes, %s) as %s", local.path.name, local.size, local.mime_type, uri
-        )
-        return types.Part(file_data=types.FileData(file_uri=uri, mime_type=local.mime_type))
-
-    def _to_gcs(self, local: LocalFile) -> str:
+    def upload(self, local: LocalFile, folder: str) -> str:
         if not self.staging_uri:
             raise CtxCacheConfigError(
                 f"staging_uri: {local.field} ({local.size} bytes) is too large to send inline; set the "
                 "connection extra staging_uri (gs://bucket/prefix) or the operator's staging_uri."
             )
         bucket_name, prefix = split_gs_uri(self.staging_uri)
-        name = "/".join(p for p in (prefix, self.folder, f"{local.sha256()[:16]}-{local.path.name}") if p)
-        blob = self.hook.storage_client.bucket(bucket_name).blob(name)
+        name = "/".join(p for p in (prefix, folder, f"{local.sha256()[:16]}-{local.path.name}") if p)
+        blob = self.storage_client().bucket(bucket_name).blob(name)
         if not blob.exists():
             blob.upload_from_filename(str(local.path), content_type=local.mime_type)
         return f"gs://{bucket_name}/{name}"
 
-    def _to_files_api(self, local: LocalFile) -> str:
-        display = f"{self.folder}/{local.path.name}"[:512]
-        uploaded = self.hook.get_conn().files.upload(
+    def remove(self, folder: str) -> int:
+        if not self.staging_uri:
+            return 0
+        bucket_name, prefix = split_gs_uri(self.staging_uri)
+        bucket = self.storage_client().bucket(bucket_name)
+        blobs = list(bucket.list_blobs(prefix="/".join(p for p in (prefix, folder) if p) + "/"))
+        for blob in blobs:
+            blob.delete()
+        return len(blobs)
+
+
+class FilesApiArea:
+    """The Developer API's Files API; the folder is a display-name prefix (file names are the server's)."""
+
+    def __init__(self, client: Callable[[], Client]) -> None:
+        self.client = client
+
+    def upload(self, local: LocalFile, folder: str) -> str:
+        display = f"{folder}/{local.path.name}"[:512]
+        uploaded = self.client().files.upload(
             file=str(local.path),
             config=types.UploadFileConfig(display_name=display, mime_type=local.mime_type),
         )
@@ -80,26 +102,38 @@ class Stager:
             raise CtxCacheConfigError(f"{local.field}: the Files API returned no URI for {local.path.name}.")
         return uploaded.uri
 
-
-def remove_staged(hook: ContextCacheHook, key: str, staging_uri: str | None = None) -> int:
-    """Deletes what was staged for the cache with this reuse key; returns how many objects."""
-    folder = staging_folder(key)
-    removed = 0
-    if hook.settings.is_vertex:
-        target = staging_uri or hook.settings.staging_uri
-        if not target:
-            return 0
-        bucket_name, prefix = split_gs_uri(target)
-        bucket = hook.storage_client.bucket(bucket_name)
-        for blob in list(bucket.list_blobs(prefix="/".join(p for p in (prefix, folder) if p) + "/")):
-            blob.delete()
-            removed += 1
-    else:
-        files: Any = hook.get_conn().files
+    def remove(self, folder: str) -> int:
+        files: Any = self.client().files
+        removed = 0
         for file in list(files.list()):
             if (file.display_name or "").startswith(f"{folder}/") and file.name:
                 files.delete(name=file.name)
                 removed += 1
+        return removed
+
+
+class Stager:
+    """Uploads files for one cache and returns the ``fileData`` parts that point at them."""
+
+    def __init__(self, hook: ContextCacheHook, key: str, staging_uri: str | None) -> None:
+        self.hook = hook
+        self.folder = staging_folder(key)
+        self.area = hook.backend.staging_area(hook, staging_uri)
+        self.staged: list[str] = []
+
+    def __call__(self, local: LocalFile) -> types.Part:
+        uri = self.area.upload(local, self.folder)
+        self.staged.append(uri)
+        self.hook.log.info(
+            "Staged %s (%d bytes, %s) as %s", local.path.name, local.size, local.mime_type, uri
+        )
+        return types.Part(file_data=types.FileData(file_uri=uri, mime_type=local.mime_type))
+
+
+def remove_staged(hook: ContextCacheHook, key: str, staging_uri: str | None = None) -> int:
+    """Deletes what was staged for the cache with this reuse key; returns how many objects."""
+    folder = staging_folder(key)
+    removed = hook.backend.staging_area(hook, staging_uri).remove(folder)
     if removed:
         hook.log.info("Removed %d staged objects of %s", removed, folder)
     return removed

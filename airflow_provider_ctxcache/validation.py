@@ -2,6 +2,7 @@
 
 Kept apart from the hook so operators can validate rendered templates in ``execute`` (and a
 UI-triggered run with bad params fails in milliseconds) with the very rules the hook applies.
+Cache names differ per backend, so their rule lives in ``hooks.backend`` (``hook.cache_name``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ _TTL_TEXT = re.compile(
     r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hrs|hours?|d|days?)?\s*$", re.I
 )
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DEVELOPER_CACHE_NAME = re.compile(r"^cachedContents/[a-z0-9][a-z0-9-]{0,127}$")
-_VERTEX_CACHE_NAME = re.compile(r"^projects/[^/\s]+/locations/[^/\s]+/cachedContents/[0-9A-Za-z-]{1,128}$")
-_BARE_CACHE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$")
 
 TTL_FORMS = "'3600s', '90m', '2h', '1d', a number of seconds, or a timedelta"
 
@@ -86,25 +84,3 @@ def one_expiry(ttl: Any, expire_time: Any) -> None:
     """The API takes a TTL or an expire time, never both."""
     if ttl is not None and expire_time is not None:
         raise CtxCacheConfigError("ttl, expire_time: set one of them, not both.")
-
-
-def check_cache_name(name: Any, backend: str, field: str = "cache_name") -> str:
-    """The name as the API knows it; a bare id is accepted because the SDK prefixes it."""
-    if not isinstance(name, str) or not name.strip():
-        raise CtxCacheConfigError(
-            f"{field}: {name!r} is not a cache name; pass the name CreateCacheOperator returned "
-            "(e.g. cache_name=create_cache.output)."
-        )
-    text: str = name.strip()
-    if backend == "vertex_ai":
-        ok = bool(_VERTEX_CACHE_NAME.match(text) or _BARE_CACHE_ID.match(text))
-        expected = "'projects/P/locations/L/cachedContents/ID'"
-    else:
-        ok = bool(_DEVELOPER_CACHE_NAME.match(text) or _BARE_CACHE_ID.match(text))
-        expected = "'cachedContents/ID'"
-    if not ok:
-        raise CtxCacheConfigError(
-            f"{field}: {text!r} is not a cache name for the {backend} backend; expected {expected}, "
-            "as CreateCacheOperator returns it."
-        )
-    return text

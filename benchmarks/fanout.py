@@ -7,6 +7,8 @@ N x latency / concurrency; one call at a time; and one mapped Airflow task insta
 reported, since two cores shared with the emulator make single runs noisy; the same pair is
 also run with no latency at all, where only client CPU counts. Peak RSS of the engine's
 streaming path (JSONL in, JSONL out) is measured in fresh child processes at N and 10 x N.
+A quota-bound scenario (:mod:`benchmarks.quota`) follows: the engine with its quota given, the
+engine adapting to 429s, and a raw SDK loop, each against a binding token and request quota.
 Figures go to stdout and to ``bench-results.json``.
 """
 
@@ -186,6 +188,7 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=250)
     parser.add_argument("--mapped-n", type=int, default=20, help="prompts in the one-task-per-prompt run")
     parser.add_argument("--rss-n", type=int, default=2000, help="N for the memory runs (and 10 x N)")
+    parser.add_argument("--only-quota", action="store_true", help="run the quota-bound scenario alone")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -206,11 +209,16 @@ def main() -> int:
 
     logging.disable(logging.INFO)  # the numbers, not Airflow's task logs
     from airflow_provider_ctxcache.emulator import EmulatorProcess
+    from benchmarks import quota
 
     n, concurrency, latency = args.n, args.concurrency, args.latency_ms
     with EmulatorProcess() as emulator:
         cache = create_cache(emulator.url)
-        figures: dict[str, Any] = {"n": n, "concurrency": concurrency, "latency_ms": latency}
+        if args.only_quota:
+            figures = quota.run(emulator, n, concurrency, latency)
+            quota.print_table(figures)
+            return 0
+        figures = {"n": n, "concurrency": concurrency, "latency_ms": latency}
         for delay, suffix in ((latency, ""), (0, "_cpu_bound")):
             emulator.admin.faults(latency_ms=delay, ops=["generate_content"])
             engine_rps(cache, min(n, 200), concurrency)  # warm-up: imports, connection pool
@@ -228,8 +236,10 @@ def main() -> int:
         figures["rss_mb_n"] = peak_rss_mb(emulator.url, cache, args.rss_n, concurrency)
         figures["rss_mb_10n"] = peak_rss_mb(emulator.url, cache, 10 * args.rss_n, concurrency)
         figures["rss_n"] = args.rss_n
+        figures.update(quota.run(emulator, n, concurrency, latency))
 
     print_table(figures, args.mapped_n)
+    quota.print_table(figures)
     (REPO / "bench-results.json").write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 

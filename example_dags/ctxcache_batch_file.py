@@ -8,6 +8,10 @@ batch-output lines (``{"key", "response"}`` / ``{"key", "error"}``) under its ow
 so a retried or re-run shard skips the keys it already answered. The cache is kept alive while
 work remains and deleted by the teardown at the end.
 
+Quotas are per project and per model, so the shards running at once share them: give the
+project's limits as ``rpm_limit`` / ``tpm_limit`` (0 = let each shard adapt to its 429s) and
+each shard is given its share (``split_quota``); at most ``ASK_PARALLELISM`` run at once.
+
 Local paths must sit under ``[ctxcache] allowed_roots`` (env ``AIRFLOW__CTXCACHE__ALLOWED_ROOTS``).
 """
 
@@ -19,7 +23,7 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from airflow_provider_ctxcache.contents import configured_allowed_roots
-from airflow_provider_ctxcache.fanout.shards import shard_input
+from airflow_provider_ctxcache.fanout.shards import shard_input, split_quota
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.operators import (
     CreateCacheOperator,
@@ -28,6 +32,7 @@ from airflow_provider_ctxcache.operators import (
 )
 
 SAMPLE_DIR = str(resources.files("airflow_provider_ctxcache") / "data")
+ASK_PARALLELISM = 4  # shards asking at once; they split the project's quota between them
 
 with DAG(
     dag_id="ctxcache_batch_file",
@@ -45,6 +50,18 @@ with DAG(
             "/data/answers/", type="string", description="folder or gs:// prefix for answers"
         ),
         "shard_size": Param(10000, type="integer", minimum=1, description="requests per mapped instance"),
+        "rpm_limit": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description="the project's requests per minute for the model; 0: adapt",
+        ),
+        "tpm_limit": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description="the project's input tokens per minute for the model (cached tokens count); 0: adapt",
+        ),
     },
 ):
     create_cache = CreateCacheOperator(
@@ -58,11 +75,11 @@ with DAG(
     )
 
     @task
-    def shards() -> list[dict[str, str]]:
-        """One ``{"input_uri", "output_uri"}`` per shard, written next to the answers."""
+    def shards() -> list[dict[str, object]]:
+        """One ``{"input_uri", "output_uri"}`` per shard, next to the answers, with its quota share."""
         params = get_current_context()["params"]
         output = params["output_uri"].rstrip("/")
-        return shard_input(
+        split = shard_input(
             params["input_uri"],
             shard_size=params["shard_size"],
             shards_uri=f"{output}/_shards/",
@@ -70,9 +87,19 @@ with DAG(
             storage_client_factory=lambda: ContextCacheHook().storage_client,
             allowed_roots=configured_allowed_roots(),
         )
+        return split_quota(
+            split,
+            rpm_limit=params["rpm_limit"] or None,
+            tpm_limit=params["tpm_limit"] or None,
+            concurrent=ASK_PARALLELISM,
+        )
 
     ask = GenerateWithCacheOperator.partial(
-        task_id="ask", cache_name=create_cache.output, max_concurrency=32, output_part_size=5000
+        task_id="ask",
+        cache_name=create_cache.output,
+        max_concurrency=32,
+        output_part_size=5000,
+        max_active_tis_per_dagrun=ASK_PARALLELISM,
     ).expand_kwargs(shards())
     delete_cache = DeleteCacheOperator(task_id="delete_cache", cache_name=create_cache.output)
     create_cache >> ask >> delete_cache.as_teardown(setups=create_cache)

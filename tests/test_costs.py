@@ -92,7 +92,8 @@ def test_table_holds_the_documented_figures() -> None:
     assert PRICES["gemini-2.5-flash-lite"] == ModelPrice(0.10, 0.01, 0.40, 1.00)
     assert PRICES["gemini-2.5-pro"] == ModelPrice(1.25, 0.125, 10.00, 4.50)
     assert PRICES["gemini-2.0-flash"] == ModelPrice(0.10, 0.025, 0.40, 1.00)
-    assert PRICES["gemini-3-pro-preview"] == ModelPrice(2.00, 0.20, 12.00, 4.50)
+    assert PRICES["gemini-3.1-pro-preview"] == ModelPrice(2.00, 0.20, 12.00, 4.50)
+    assert "gemini-3-pro-preview" not in PRICES  # shut down on 2026-03-09
     assert PRICES["gemini-3-flash-preview"] == ModelPrice(0.50, 0.05, 3.00, 1.00)
 
 

@@ -32,6 +32,21 @@ def test_connection_form_has_the_fields_and_marks_the_secret() -> None:
     assert not widgets["extra__ctxcache__project"].is_sensitive
 
 
+def test_connection_form_offers_the_quota_extras_with_the_parsers_defaults() -> None:
+    from airflow_provider_ctxcache.hooks.settings import ConnectionSettings
+
+    widgets = ProvidersManager().connection_form_widgets
+    parsed = ConnectionSettings(conn_id="defaults", backend="gemini_api")
+    for name in ("rpm_limit", "tpm_limit", "quota_window_seconds", "tpm_counts_cached"):
+        field = widgets[f"extra__ctxcache__{name}"].field
+        assert field["description"], name
+        assert field["value"] == getattr(parsed, name), name
+    assert widgets["extra__ctxcache__tpm_counts_cached"].field["schema"]["type"] == ["boolean", "null"]
+    assert widgets["extra__ctxcache__rpm_limit"].field["schema"]["minimum"] == 1
+    for name, attribute in (("retry_attempts", "retry_attempts"), ("timeout", "timeout_seconds")):
+        assert widgets[f"extra__ctxcache__{name}"].field["value"] == getattr(parsed, attribute)
+
+
 def test_connection_form_hides_unused_fields_and_relabels_the_key() -> None:
     behaviour = ProvidersManager().field_behaviours["ctxcache"]
     assert {"host", "schema", "login", "port"} <= set(behaviour["hidden_fields"])

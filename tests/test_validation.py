@@ -1,4 +1,7 @@
-"""Argument rules shared by the hook and the operators: each failure names the field and the fix."""
+"""Argument rules shared by the hook and the operators: each failure names the field and the fix.
+
+Cache names are a backend rule: tests/hooks/test_backend.py.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,7 @@ import datetime as dt
 import pytest
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.validation import (
-    api_duration,
-    check_cache_name,
-    one_expiry,
-    parse_expire_time,
-    parse_ttl,
-)
+from airflow_provider_ctxcache.validation import api_duration, one_expiry, parse_expire_time, parse_ttl
 
 UTC = dt.timezone.utc
 
@@ -76,33 +73,3 @@ def test_expire_time_rejects_garbage_and_other_types() -> None:
 def test_ttl_and_expire_time_together_are_refused() -> None:
     with pytest.raises(CtxCacheConfigError, match=r"^ttl, expire_time: set one of them, not both"):
         one_expiry("1h", "2099-01-01T00:00:00Z")
-
-
-@pytest.mark.parametrize(
-    ("name", "backend"),
-    [
-        ("cachedContents/abc123", "gemini_api"),
-        ("abc123", "gemini_api"),
-        ("projects/p/locations/us-central1/cachedContents/123", "vertex_ai"),
-        ("123", "vertex_ai"),
-    ],
-)
-def test_cache_names_of_each_backend_are_accepted(name: str, backend: str) -> None:
-    assert check_cache_name(name, backend) == name
-
-
-@pytest.mark.parametrize(
-    ("name", "backend"),
-    [
-        ("", "gemini_api"),
-        (None, "gemini_api"),
-        ("cachedContents/", "gemini_api"),
-        ("projects/p/locations/l/cachedContents/1", "gemini_api"),
-        ("cachedContents/x y", "gemini_api"),
-        ("models/gemini-2.5-flash", "vertex_ai"),
-        ("{{ ti.xcom_pull('x') }}", "gemini_api"),
-    ],
-)
-def test_malformed_cache_names_are_refused(name: object, backend: str) -> None:
-    with pytest.raises(CtxCacheConfigError, match=r"^cache_name: "):
-        check_cache_name(name, backend)

@@ -50,7 +50,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="MODEL=N",
-        help="override a model's minimum cache size (repeatable)",
+        help="override a model's minimum cache size on every backend serving it; "
+        "an unknown model is added (repeatable)",
     )
     parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]

@@ -218,8 +218,3 @@ def answer(
         text = text[: max_output_tokens * CHARS_PER_TOKEN]
         finish = "MAX_TOKENS"
     return Answer(text=text, finish_reason=finish, tokens=text_tokens(text))
-
-
-def thoughts_tokens(thinking_budget: int, prompt_tokens: int) -> int:
-    """Deterministic thinking tokens: a little more than the prompt, never over the budget."""
-    return min(thinking_budget, 16 + prompt_tokens % 64)

@@ -1,8 +1,9 @@
-"""The API's behaviour: cachedContents CRUD, generateContent and countTokens, for both backends.
+"""The API's behaviour: cachedContents CRUD and countTokens, for both backends.
 
 Handlers take a :class:`Call` (backend, scope, API version, state), the JSON body and the
 query, and return the JSON answer or raise :class:`~.errors.ApiError`. Where the two
-backends differ (resource names, the missing-cache error, model names) :class:`Call` decides.
+backends differ (resource names, the missing- and expired-cache errors, model names, the
+too-small message) :class:`Call` decides. generateContent is in :mod:`.generate`.
 """
 
 from __future__ import annotations
@@ -10,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .answers import ContextIndex, answer, thoughts_tokens
-from .clock import NANOS, TimestampError, format_timestamp, parse_duration, parse_timestamp
-from .content import Meter, check_inline_limit, pick
+from .answers import ContextIndex
+from .clock import NANOS, TimestampError, parse_duration, parse_timestamp
+from .content import Meter, pick
 from .errors import ApiError, invalid_argument, not_found, permission_denied
+from .models import GEMINI_API, ModelFacts, canonical_id, facts_for, model_id
 from .sources import FileSource
 from .state import EmulatorState
-from .store import GEMINI_API, CachedContent, Scope, developer_scope, scope_prefix, vertex_scope
-from .tokens import min_tokens_for, model_id
+from .store import CachedContent, Scope, developer_scope, scope_prefix, vertex_scope
+from .usage import builtin_tools
 
 DEFAULT_TTL_NS = 3600 * NANOS
 # Contexts of this many characters or more are indexed in a worker thread (a 25 MB text takes
@@ -61,6 +62,13 @@ FORBIDDEN_WITH_CACHE_MESSAGE = (
     "GenerateContent request."
 )
 DEVELOPER_MISSING_CACHE = "CachedContent not found (or permission denied)"
+VERTEX_EXPIRED_CACHE = "Cache content {id} is expired."
+DEVELOPER_TOO_SMALL = (
+    "Cached content is too small. total_token_count={tokens}, min_total_token_count={minimum}"
+)
+VERTEX_TOO_SMALL = (
+    "The cached content is of {tokens} tokens. The minimum token count to start caching is {minimum}."
+)
 
 
 @dataclass(frozen=True)
@@ -105,10 +113,10 @@ class Call:
         """What this call's ``fileData`` parts can point at (uploaded files, or gs:// objects)."""
         return FileSource.for_backend(developer=self.is_developer, files=self.state.files)
 
-    def require_model(self, mid: str, method: str) -> int:
-        """The model's minimum cache size; 404 NOT_FOUND when the model is unknown."""
-        minimum = min_tokens_for(mid, self.state.min_tokens)
-        if minimum is None:
+    def require_model(self, mid: str, method: str) -> ModelFacts:
+        """The model's facts; 404 NOT_FOUND when it is unknown, shut down or not on this backend."""
+        facts = facts_for(mid, self.state.models)
+        if facts is None or facts.shut_down is not None or self.backend not in facts.min_cache_tokens:
             if self.is_developer:
                 raise not_found(
                     f"models/{mid} is not found for API version {self.version}, or is not supported "
@@ -120,17 +128,54 @@ class Call:
                 "have access to it. Please ensure you are using a valid model version. For more "
                 "information, see: https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions"
             )
-        return minimum
+        return facts
+
+    def require_caching(self, mid: str) -> int:
+        """The model's minimum cache size on this backend; an error when it offers no caching."""
+        facts = self.require_model(mid, "createCachedContent")
+        if not facts.caching:
+            if self.is_developer:
+                raise not_found(
+                    f"models/{mid} is not found for API version {self.version}, or is not supported "
+                    "for createCachedContent. Call ListModels to see the list of available models "
+                    "and their supported methods."
+                )
+            raise invalid_argument(f"Model {self.full_model(mid)} does not support cached content.")
+        return facts.min_cache_tokens[self.backend]
+
+    def too_small(self, tokens: int, minimum: int) -> ApiError:
+        """The error for content below the minimum: today's form on the Developer API."""
+        template = DEVELOPER_TOO_SMALL if self.is_developer else VERTEX_TOO_SMALL
+        return invalid_argument(template.format(tokens=tokens, minimum=minimum))
+
+    def quota_key(self, mid: str) -> tuple[Scope, str]:
+        """Whose quota window a request on this model counts in: this scope's, per base model."""
+        return self.scope, canonical_id(mid, self.state.models) or mid
+
+    @property
+    def quota_location(self) -> str:
+        """The ``location`` quota dimension."""
+        return "global" if self.is_developer else self.location
 
     def cache_name(self, cache_id: str) -> str:
         """The full resource name of a cache id in this call's scope."""
         return f"{scope_prefix(self.scope)}cachedContents/{cache_id}"
 
     def missing(self, name: str) -> ApiError:
-        """The error for a cache that does not exist, has expired or was deleted."""
+        """The error for a cache that does not exist, has expired or was deleted.
+
+        Vertex answers 400 "Cache content N is expired." for a cache that expired less than
+        ``expired_grace_s`` ago (emulator clock), and 404 after that.
+        """
         if self.is_developer:
             return permission_denied(DEVELOPER_MISSING_CACHE)
-        return not_found(f"Not found: cached content metadata for {name.rsplit('/', 1)[-1]}.")
+        cache_id = name.rsplit("/", 1)[-1]
+        expired_ns = self.state.store.expired_at(name, self.scope)
+        if expired_ns is not None:
+            grace_ns = int(self.state.faults.config.expired_grace_s * NANOS)
+            if self.state.clock.now_ns() - expired_ns < grace_ns:
+                return invalid_argument(VERTEX_EXPIRED_CACHE.format(id=cache_id))
+        return not_found(f"Not found: cached content metadata for {cache_id}.")
 
     def find(self, name: str) -> CachedContent:
         """The live cache of that name in this scope, or the backend's missing-cache error."""
@@ -211,7 +256,8 @@ def expiry_from(body: Mapping[str, Any], now_ns: int, default_ns: int | None) ->
     return default_ns
 
 
-def _require_object(body: Any) -> dict[str, Any]:
+def require_object(body: Any) -> dict[str, Any]:
+    """The body as a JSON object, or a 400."""
     if not isinstance(body, dict):
         raise invalid_argument("Invalid JSON payload received. Expected an object.")
     return body
@@ -225,7 +271,8 @@ def _refuse_unknown(body: Mapping[str, Any], allowed: set[str], where: str) -> N
             )
 
 
-def _refuse_cloud_storage(call: Call, meter: Meter) -> None:
+def refuse_cloud_storage(call: Call, meter: Meter) -> None:
+    """Refuse ``gs://`` file URIs on the Developer API (they must go through the Files API)."""
     if call.is_developer:
         for uri in meter.file_uris:
             if uri.startswith("gs://"):
@@ -237,11 +284,11 @@ def _refuse_cloud_storage(call: Call, meter: Meter) -> None:
 
 async def create_cache(call: Call, body: Any) -> dict[str, Any]:
     """``POST cachedContents``: validate, count, enforce the minimum, store."""
-    body = _require_object(body)
+    body = require_object(body)
     allowed = _CREATE_FIELDS if call.is_developer else _CREATE_FIELDS | _VERTEX_ONLY_FIELDS
     _refuse_unknown(body, allowed, "cached_content")
     mid = call.cache_model(body.get("model"))
-    minimum = call.require_model(mid, "generateContent")
+    minimum = call.require_caching(mid)
     now = call.state.clock.now_ns()
     expire_ns = expiry_from(body, now, now + DEFAULT_TTL_NS)
     assert expire_ns is not None
@@ -257,16 +304,13 @@ async def create_cache(call: Call, body: Any) -> dict[str, Any]:
     meter.add_contents(body.get("contents"), "cached_content.contents")
     meter.add_json(body.get("tools"))
     meter.add_json(pick(body, "toolConfig", "tool_config"))
-    _refuse_cloud_storage(call, meter)
+    refuse_cloud_storage(call, meter)
     meter.check_inline_limit()
     await meter.resolve_files()
     if meter.tokens < minimum:
-        raise invalid_argument(
-            f"The cached content is of {meter.tokens} tokens. "
-            f"The minimum token count to start caching is {minimum}."
-        )
+        raise call.too_small(meter.tokens, minimum)
     encryption = pick(body, "encryptionSpec", "encryption_spec")
-    context = await _index(meter.all_text)
+    context = await index_context(meter.all_text)
     store = call.state.store
     cache = CachedContent(
         name=store.new_name(call.scope),
@@ -281,6 +325,8 @@ async def create_cache(call: Call, body: Any) -> dict[str, Any]:
         context_digest=meter.digest,
         seq=store.next_seq(),
         encryption_spec=encryption if isinstance(encryption, dict) else None,
+        modality_tokens=dict(meter.modalities),
+        builtin_tools=builtin_tools(body.get("tools")),
     )
     store.add(cache)
     return cache.resource()
@@ -320,7 +366,7 @@ async def list_caches(call: Call, query: Mapping[str, str]) -> dict[str, Any]:
 
 async def update_cache(call: Call, cache_id: str, body: Any, query: Mapping[str, str]) -> dict[str, Any]:
     """``PATCH cachedContents/{id}``: only the expiration can change."""
-    body = _require_object(body)
+    body = require_object(body)
     unknown = sorted(set(body) - _UPDATE_FIELDS)
     if unknown:
         raise invalid_argument(
@@ -349,90 +395,15 @@ async def delete_cache(call: Call, cache_id: str) -> dict[str, Any]:
     return {}
 
 
-async def generate_content(call: Call, mid: str, body: Any) -> dict[str, Any]:
-    """``models/{m}:generateContent``: check the cache rules, answer deterministically."""
-    call.require_model(mid, "generateContent")
-    body = _require_object(body)
-    contents = body.get("contents")
-    if not contents:
-        raise invalid_argument("* GenerateContentRequest.contents: contents is not specified\n")
-    cache = _cache_for_request(call, mid, body)
-    files = call.file_source()
-    context = Meter(files)
-    system = pick(body, "systemInstruction", "system_instruction")
-    if system is not None:
-        context.add_content(system, "system_instruction")
-    context.add_json(body.get("tools"))
-    context.add_json(pick(body, "toolConfig", "tool_config"))
-    if not isinstance(contents, list):
-        raise invalid_argument("Invalid value at 'contents': expected a list of Content.")
-    context.add_contents(contents[:-1], "contents")
-    prompt = Meter(files)
-    prompt.add_content(contents[-1], f"contents[{len(contents) - 1}]")
-    for meter in (context, prompt):
-        _refuse_cloud_storage(call, meter)
-    check_inline_limit(context.payload_bytes + prompt.payload_bytes)
-    for meter in (context, prompt):
-        await meter.resolve_files()
-
-    config = pick(body, "generationConfig", "generation_config") or {}
-    if not isinstance(config, dict):
-        raise invalid_argument("Invalid value at 'generation_config': expected an object.")
-    max_tokens = _optional_int(pick(config, "maxOutputTokens", "max_output_tokens"), "max_output_tokens")
-    mime = pick(config, "responseMimeType", "response_mime_type")
-    thinking = pick(config, "thinkingConfig", "thinking_config") or {}
-    budget = _optional_int(pick(thinking, "thinkingBudget", "thinking_budget"), "thinking_budget") or 0
-
-    indexes = [cache.context] if cache else []
-    request_text = "\n".join(t for t in (context.all_text, *prompt.inline_texts) if t)
-    if request_text:
-        indexes.append(await _index(request_text))
-    has_context = cache is not None or context.tokens > 0 or prompt.has_data
-    digest_source = "|".join([cache.context_digest if cache else "", context.digest, prompt.digest])
-    reply = answer(
-        contexts=indexes,
-        context_digest=digest_source,
-        has_context=has_context,
-        prompt=prompt.text,
-        json_mode=mime == "application/json",
-        max_output_tokens=max_tokens,
-    )
-    cached_tokens = cache.total_tokens if cache else 0
-    prompt_tokens = context.tokens + prompt.tokens + cached_tokens
-    thoughts = thoughts_tokens(budget, prompt_tokens) if budget > 0 else 0
-    usage: dict[str, Any] = {"promptTokenCount": prompt_tokens}
-    if cache:
-        usage["cachedContentTokenCount"] = cached_tokens
-    usage["candidatesTokenCount"] = reply.tokens
-    if thoughts:
-        usage["thoughtsTokenCount"] = thoughts
-    usage["totalTokenCount"] = prompt_tokens + reply.tokens + thoughts
-    result: dict[str, Any] = {
-        "candidates": [
-            {
-                "content": {"parts": [{"text": reply.text}], "role": "model"},
-                "finishReason": reply.finish_reason,
-                "index": 0,
-            }
-        ],
-        "usageMetadata": usage,
-        "modelVersion": mid,
-        "responseId": secrets.token_urlsafe(16),
-    }
-    if not call.is_developer:
-        result["createTime"] = format_timestamp(call.state.clock.now_ns(), nanos=True)
-    return result
-
-
 async def count_tokens(call: Call, mid: str, body: Any) -> dict[str, Any]:
     """``models/{m}:countTokens`` -> ``{"totalTokens"}`` (plus cached tokens when a cache is named)."""
     call.require_model(mid, "countTokens")
-    body = _require_object(body)
+    body = require_object(body)
     request = pick(body, "generateContentRequest", "generate_content_request")
     cache = None
     if isinstance(request, dict):
         body = request
-        cache = _cache_for_request(call, mid, request)
+        cache = cache_for_request(call, mid, request)
     meter = Meter(call.file_source())
     system = pick(body, "systemInstruction", "system_instruction")
     if system is not None:
@@ -440,7 +411,7 @@ async def count_tokens(call: Call, mid: str, body: Any) -> dict[str, Any]:
     meter.add_contents(body.get("contents"), "contents")
     meter.add_json(body.get("tools"))
     meter.add_json(pick(body, "toolConfig", "tool_config"))
-    _refuse_cloud_storage(call, meter)
+    refuse_cloud_storage(call, meter)
     meter.check_inline_limit()
     await meter.resolve_files()
     if cache is None:
@@ -448,7 +419,7 @@ async def count_tokens(call: Call, mid: str, body: Any) -> dict[str, Any]:
     return {"totalTokens": meter.tokens + cache.total_tokens, "cachedContentTokenCount": cache.total_tokens}
 
 
-def _cache_for_request(call: Call, mid: str, body: Mapping[str, Any]) -> CachedContent | None:
+def cache_for_request(call: Call, mid: str, body: Mapping[str, Any]) -> CachedContent | None:
     """The cache a generate request names, after the same-model and forbidden-fields rules."""
     ref = pick(body, "cachedContent", "cached_content")
     if ref is None:
@@ -465,14 +436,15 @@ def _cache_for_request(call: Call, mid: str, body: Mapping[str, Any]) -> CachedC
     return cache
 
 
-async def _index(text: str) -> ContextIndex:
+async def index_context(text: str) -> ContextIndex:
     """The answer index of a context; a large one is built off the event loop."""
     if len(text) < THREADED_INDEX_CHARS:
         return ContextIndex(text)
     return await asyncio.to_thread(ContextIndex, text)
 
 
-def _optional_int(value: Any, field: str) -> int | None:
+def optional_int(value: Any, field: str) -> int | None:
+    """An optional integer field of ``generation_config``, or a 400."""
     if value is None:
         return None
     try:

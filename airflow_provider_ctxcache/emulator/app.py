@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from . import api, batch, files
+from . import api, batch, files, generate
 from .api import Call
 from .auth import check_developer, check_vertex, token_endpoint
 from .errors import ApiError, invalid_argument, not_found
@@ -92,6 +92,14 @@ def _endpoint(
     """
 
     async def endpoint(request: Request) -> Response:
+        state.in_flight += 1
+        try:
+            return await handle(request)
+        finally:
+            state.in_flight -= 1
+
+    async def handle(request: Request) -> Response:
+        epoch = state.epoch  # a reset while this request runs (a test ending) leaves it uncounted
         params = request.path_params
         raw = await request.body()
         chunk = upload and "upload_id" in request.query_params
@@ -118,28 +126,30 @@ def _endpoint(
             result = await handler(call, request, raw if chunk else ({} if body is None else body))
             response = result if isinstance(result, Response) else _json(result)
         except ConnectionReset:
-            state.record(
-                op=op,
-                method=request.method,
-                path=_logged_path(request),
-                status=RESET_STATUS,
-                body=body,
-                body_size=len(raw),
-            )
+            if epoch == state.epoch:
+                state.record(
+                    op=op,
+                    method=request.method,
+                    path=_logged_path(request),
+                    status=RESET_STATUS,
+                    body=body,
+                    body_size=len(raw),
+                )
             return DroppedConnection()
         except ApiError as error:
             response = error.response()
         except Exception:
             logger.exception("emulator: unexpected error in %s", op)
             response = ApiError(500, "Internal error encountered.").response()
-        state.record(
-            op=op,
-            method=request.method,
-            path=_logged_path(request),
-            status=response.status_code,
-            body=body,
-            body_size=len(raw),
-        )
+        if epoch == state.epoch:
+            state.record(
+                op=op,
+                method=request.method,
+                path=_logged_path(request),
+                status=response.status_code,
+                body=body,
+                body_size=len(raw),
+            )
         return response
 
     return endpoint
@@ -166,7 +176,7 @@ async def _delete(call: Call, request: Request, body: Any) -> dict[str, Any]:
 
 
 async def _generate(call: Call, request: Request, body: Any) -> dict[str, Any]:
-    return await api.generate_content(call, request.path_params["model"], body)
+    return await generate.generate_content(call, request.path_params["model"], body)
 
 
 async def _count(call: Call, request: Request, body: Any) -> dict[str, Any]:
@@ -238,7 +248,8 @@ def create_app(*, api_key: str | None = None, min_tokens: Mapping[str, int] | No
     """Build an emulator app with its own empty state.
 
     ``api_key``: when set, Developer-API calls must carry exactly this key.
-    ``min_tokens``: per-model minimum cache sizes overriding the defaults in :mod:`.tokens`.
+    ``min_tokens``: per-model minimum cache sizes overriding the table in :mod:`.models` on every
+    backend that serves the model (an unknown model is added, served on both).
     """
     state = EmulatorState(api_key=api_key, min_tokens=min_tokens)
     app = FastAPI(title="ctxcache Gemini emulator", docs_url=None, redoc_url=None, openapi_url=None)

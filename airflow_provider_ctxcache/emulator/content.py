@@ -1,10 +1,10 @@
 """Reading request contents: validation, token counts, payload size, text and a digest.
 
 One pass over ``contents`` / ``systemInstruction`` gives everything the handlers need:
-the token count (rule in :mod:`tokens`), the inline payload size (for the 10 MiB limit),
-the text (for deterministic answers), the ``fileData`` URIs (to refuse ``gs://`` on the
-Developer API) and a digest that changes whenever any part changes (answers depend on it).
-Both camelCase and snake_case field names are accepted, as the real service does.
+the token count (rule in :mod:`tokens`) and its split by modality, the inline payload size
+(for the 10 MiB limit), the text (for deterministic answers), the ``fileData`` URIs (to refuse
+``gs://`` on the Developer API) and a digest that changes whenever any part changes (answers
+depend on it). Both camelCase and snake_case field names are accepted, as the real service does.
 
 ``fileData`` parts are resolved after the pass, asynchronously: a :class:`Meter` given a
 :class:`~.sources.FileSource` leaves them pending until :meth:`Meter.resolve_files`, which
@@ -17,12 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import invalid_argument
 from .sources import FileSource
-from .tokens import FILE_DATA_TOKENS, file_tokens, json_tokens, part_tokens
+from .tokens import FILE_DATA_TOKENS, TEXT, file_tokens, json_tokens, modality_of, part_tokens
 
 INLINE_LIMIT_BYTES = 10 * 1024 * 1024
 
@@ -39,6 +40,7 @@ class Meter:
     def __init__(self, files: FileSource | None = None) -> None:
         self.files = files
         self.tokens = 0
+        self.modalities: Counter[str] = Counter()
         self.payload_bytes = 0
         self.texts: list[str] = []
         self.inline_texts: list[str] = []
@@ -91,6 +93,7 @@ class Meter:
         if not isinstance(part, dict):
             raise invalid_argument(f"Invalid value at '{field}': expected a Part object.")
         inline_size = 0
+        modality = TEXT
         if "text" in part:
             text = part["text"]
             if not isinstance(text, str):
@@ -101,6 +104,7 @@ class Meter:
         elif (inline := pick(part, "inlineData", "inline_data")) is not None:
             data, mime = _decode_inline(inline, f"{field}.inline_data")
             inline_size = len(data)
+            modality = modality_of(mime)
             self._has_blob = True
             self.payload_bytes += inline_size
             self._hash.update(b"i" + mime.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -120,9 +124,14 @@ class Meter:
             if self.files is not None:
                 self._pending_files.append((uri, mime))
                 return
+            modality = modality_of(mime)
         else:
             self._hash.update(b"j" + repr(sorted(part.items())).encode("utf-8"))
-        self.tokens += part_tokens(part, inline_size)
+        self._count(part_tokens(part, inline_size), modality)
+
+    def _count(self, tokens: int, modality: str) -> None:
+        self.tokens += tokens
+        self.modalities[modality] += tokens
 
     async def resolve_files(self) -> None:
         """Count the pending ``fileData`` parts by what they point at (see :mod:`.sources`)."""
@@ -131,9 +140,9 @@ class Meter:
             assert self.files is not None
             content = await self.files.fetch(uri, mime)
             if content is None:
-                self.tokens += FILE_DATA_TOKENS
+                self._count(FILE_DATA_TOKENS, modality_of(mime))
                 continue
-            self.tokens += file_tokens(content.size, content.text)
+            self._count(file_tokens(content.size, content.text), modality_of(content.mime_type))
             self._hash.update(b"c" + content.digest.encode() + b"\0")
             if content.text is not None:
                 self.inline_texts.append(content.text)
@@ -141,7 +150,7 @@ class Meter:
     def add_json(self, value: Any) -> None:
         """Measure a structured field (tools, toolConfig) by its JSON length."""
         if value:
-            self.tokens += json_tokens(value)
+            self._count(json_tokens(value), TEXT)
             self._hash.update(b"s" + repr(value).encode("utf-8"))
 
     def check_inline_limit(self) -> None:

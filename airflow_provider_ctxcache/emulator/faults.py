@@ -1,27 +1,31 @@
-"""Injected latency, errors, connection resets and a requests-per-minute quota.
+"""Injected latency, errors and connection resets, plus the quota and expiry settings.
 
-Configured through ``POST /_emulator/faults``. For each request whose op is selected:
-first the latency (``asyncio.sleep``, never blocking the loop), then the quota (more than
-``rpm_limit`` admitted requests in a sliding 60 s window -> 429 with a RetryInfo saying when a
-slot frees), then one seeded random draw: below ``error_rate_429`` -> 429, below
-``error_rate_429 + error_rate_503`` -> 503, below that plus ``error_rate_reset`` -> the
-connection is reset (RST) with no response at all, counted under the status ``"reset"``.
-A faulted request reaches no handler, so it creates nothing. The latency is not a fault:
-the handler runs after it whether or not the client is still waiting, so a create the client
-gave up on (its timeout shorter than the latency) still creates the cache.
+Configured through ``POST /_emulator/faults`` (one :class:`FaultConfig`; each POST replaces
+the whole config). For each request whose op is in ``ops``: first the latency
+(``asyncio.sleep``, never blocking the loop), then one seeded random draw: below
+``error_rate_429`` -> 429 (RetryInfo ``retry_delay_s``), below ``error_rate_429 +
+error_rate_503`` -> 503, below that plus ``error_rate_reset`` -> the connection is reset (RST)
+with no response at all, counted under the status ``"reset"``. A faulted request reaches no
+handler, so it creates nothing. The latency is not a fault: the handler runs after it whether
+or not the client is still waiting, so a create the client gave up on (its timeout shorter
+than the latency) still creates the cache.
+
+The same config carries settings the handlers apply, whatever ``ops`` says: the per-model
+generateContent quotas ``rpm_limit`` and ``tpm_limit`` over a sliding window of
+``quota_window_s`` seconds (checked after the latency, see :mod:`.quota`), and
+``expired_grace_s``, how long Vertex answers "Cache content N is expired." for a cache that
+expired before it answers 404 like for one that never existed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
-import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ApiError, invalid_argument, retry_info
+from .quota import QUOTA_MESSAGE, QuotaLimits, QuotaWindows
 
 API_OPS: tuple[str, ...] = (
     "create_cache",
@@ -38,15 +42,9 @@ API_OPS: tuple[str, ...] = (
     "delete_file",
 )
 
-WINDOW_SECONDS = 60.0
+DEFAULT_QUOTA_WINDOW_S = 60.0
+DEFAULT_EXPIRED_GRACE_S = 300.0
 
-QUOTA_MESSAGE = {
-    "gemini_api": (
-        "You exceeded your current quota, please check your plan and billing details. "
-        "For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
-    ),
-    "vertex_ai": "Resource exhausted. Please try again later.",
-}
 OVERLOADED_MESSAGE = "The model is overloaded. Please try again later."
 RESET_STATUS = "reset"
 
@@ -65,6 +63,9 @@ class FaultConfig:
     error_rate_reset: float = 0.0
     retry_delay_s: float = 15.0
     rpm_limit: int = 0
+    tpm_limit: int = 0
+    quota_window_s: float = DEFAULT_QUOTA_WINDOW_S
+    expired_grace_s: float = DEFAULT_EXPIRED_GRACE_S
     seed: int | None = None
     ops: tuple[str, ...] = API_OPS
 
@@ -85,6 +86,9 @@ class FaultConfig:
                 error_rate_reset=float(body.get("error_rate_reset") or 0),
                 retry_delay_s=float(body.get("retry_delay_s", 15.0)),
                 rpm_limit=int(body.get("rpm_limit") or 0),
+                tpm_limit=int(body.get("tpm_limit") or 0),
+                quota_window_s=float(body.get("quota_window_s", DEFAULT_QUOTA_WINDOW_S)),
+                expired_grace_s=float(body.get("expired_grace_s", DEFAULT_EXPIRED_GRACE_S)),
                 seed=None if body.get("seed") is None else int(body["seed"]),
                 ops=tuple(body.get("ops") or API_OPS),
             )
@@ -97,8 +101,19 @@ class FaultConfig:
             raise invalid_argument(
                 "faults: error_rate_429 + error_rate_503 + error_rate_reset must not exceed 1"
             )
-        if config.latency_ms < 0 or config.retry_delay_s < 0 or config.rpm_limit < 0:
-            raise invalid_argument("faults: latency_ms, retry_delay_s and rpm_limit must be >= 0")
+        non_negative = (
+            config.latency_ms,
+            config.retry_delay_s,
+            config.rpm_limit,
+            config.tpm_limit,
+            config.expired_grace_s,
+        )
+        if min(non_negative) < 0:
+            raise invalid_argument(
+                "faults: latency_ms, retry_delay_s, rpm_limit, tpm_limit and expired_grace_s must be >= 0"
+            )
+        if not config.quota_window_s > 0:
+            raise invalid_argument("faults: quota_window_s must be > 0")
         bad_ops = set(config.ops) - set(API_OPS)
         if bad_ops:
             raise invalid_argument(f"faults: unknown ops {sorted(bad_ops)}; known: {list(API_OPS)}")
@@ -110,20 +125,26 @@ class FaultConfig:
         body["ops"] = list(self.ops)
         return body
 
+    @property
+    def quota(self) -> QuotaLimits:
+        """The generateContent quota limits of this config."""
+        return QuotaLimits(self.rpm_limit, self.tpm_limit, self.quota_window_s)
+
 
 @dataclass
 class FaultInjector:
     """Applies a :class:`FaultConfig` to requests, deterministically for a given seed."""
 
     config: FaultConfig = field(default_factory=FaultConfig)
+    windows: QuotaWindows = field(default_factory=QuotaWindows)
+    """The quota windows of generateContent (applied by its handler, see :mod:`.quota`)."""
     _rng: random.Random = field(default_factory=random.Random)
-    _window: deque[float] = field(default_factory=deque)
 
     def configure(self, config: FaultConfig) -> None:
-        """Replace the config; restarts the random sequence and the quota window."""
+        """Replace the config; restarts the random sequence and empties the quota windows."""
         self.config = config
         self._rng = random.Random(config.seed)
-        self._window.clear()
+        self.windows.clear()
 
     def reset(self) -> None:
         """No faults."""
@@ -133,7 +154,7 @@ class FaultInjector:
     def active(self) -> bool:
         """Whether anything at all is injected (the fast path skips everything when not)."""
         c = self.config
-        return bool(c.latency_ms or c.error_rate_429 or c.error_rate_503 or c.error_rate_reset or c.rpm_limit)
+        return bool(c.latency_ms or c.error_rate_429 or c.error_rate_503 or c.error_rate_reset)
 
     async def apply(self, op: str, backend: str) -> ApiError | ConnectionReset | None:
         """Delay the request and return the error to answer with (or the reset), if any."""
@@ -142,14 +163,6 @@ class FaultInjector:
             return None
         if c.latency_ms:
             await asyncio.sleep(c.latency_ms / 1000)
-        if c.rpm_limit:
-            now = time.monotonic()
-            while self._window and self._window[0] <= now - WINDOW_SECONDS:
-                self._window.popleft()
-            if len(self._window) >= c.rpm_limit:
-                wait = max(1, math.ceil(self._window[0] + WINDOW_SECONDS - now))
-                return _quota_error(backend, wait, c.rpm_limit)
-            self._window.append(now)
         if c.error_rate_429 or c.error_rate_503 or c.error_rate_reset:
             draw = self._rng.random()
             if draw < c.error_rate_429:

@@ -54,11 +54,16 @@ class EmulatorAdmin:
         self._call("POST", "reset")
 
     def faults(self, **config: Any) -> dict[str, Any]:
-        """Set the injected faults (replacing the previous ones); no arguments clears them.
+        """Set the injected faults, quotas and grace (replacing all of them); no arguments clears them.
 
-        Keys: ``latency_ms``, ``error_rate_429``, ``error_rate_503``, ``error_rate_reset`` (the
-        connection is reset with no response; counted under the status ``"reset"``),
-        ``retry_delay_s``, ``rpm_limit``, ``seed``, ``ops``.
+        Faults on the ops in ``ops`` (default: all): ``latency_ms``, ``error_rate_429`` (its
+        RetryInfo says ``retry_delay_s``), ``error_rate_503``, ``error_rate_reset`` (the
+        connection is reset with no response; counted under the status ``"reset"``), ``seed``.
+        Per-model generateContent quotas, whatever ``ops`` says: ``rpm_limit`` (requests) and
+        ``tpm_limit`` (input tokens: prompt, cache included, plus tool use) per sliding window of
+        ``quota_window_s`` seconds (default 60); 0 means no limit. ``expired_grace_s`` (default
+        300): how long Vertex answers 400 "Cache content N is expired." before 404.
+        Returns the whole config as the emulator now holds it.
         """
         result: dict[str, Any] = self._call("POST", "faults", config)
         return result

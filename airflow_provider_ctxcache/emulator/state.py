@@ -1,4 +1,4 @@
-"""Everything one emulator holds: config, clock, caches, files, faults, counters and the request log.
+"""Everything one emulator holds: config, model table, clock, caches, files, faults, counters and the log.
 
 Kept in memory only (no per-request disk I/O); ``POST /_emulator/reset`` empties it all.
 """
@@ -12,8 +12,8 @@ from typing import Any
 from .clock import Clock, format_timestamp
 from .faults import API_OPS, FaultInjector
 from .filestore import FileStore
+from .models import MODEL_FACTS, ModelFacts, with_min_tokens
 from .store import CacheStore
-from .tokens import DEFAULT_MIN_TOKENS
 
 REQUEST_LOG_SIZE = 1000
 # Bodies larger than this are logged as a size only, so the log stays small.
@@ -25,8 +25,13 @@ class EmulatorState:
 
     def __init__(self, *, api_key: str | None = None, min_tokens: Mapping[str, int] | None = None) -> None:
         self.api_key = api_key
-        self.min_tokens: dict[str, int] = {**DEFAULT_MIN_TOKENS, **(min_tokens or {})}
+        self.min_tokens: dict[str, int] = dict(min_tokens or {})
+        """Minimum cache sizes overriding the table's, per model id, on every backend serving it."""
         self.clock = Clock()
+        self.epoch = 0
+        self.in_flight = 0
+        """API requests being handled now (shown by ``GET /_emulator/state``)."""
+        """Bumped by every reset: a request that began before one is not counted after it."""
         self.store = CacheStore(self.clock)
         self.files = FileStore(self.clock)
         self.faults = FaultInjector()
@@ -34,6 +39,11 @@ class EmulatorState:
         self.status_counts: dict[str, Counter[str]] = {op: Counter() for op in API_OPS}
         self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.tokens_issued = 0
+
+    @property
+    def models(self) -> dict[str, ModelFacts]:
+        """The model table with :attr:`min_tokens` applied (read on every call, so edits apply)."""
+        return with_min_tokens(MODEL_FACTS, self.min_tokens)
 
     def record(
         self, *, op: str, method: str, path: str, status: int | str, body: Any, body_size: int
@@ -72,10 +82,12 @@ class EmulatorState:
             "status_counts": {op: dict(self.status_counts[op]) for op in API_OPS},
             "tokens_issued": self.tokens_issued,
             "faults": self.faults.config.to_json(),
+            "in_flight": self.in_flight,
         }
 
     def reset(self) -> None:
         """Empty caches, files, counts, log and faults; the clock back to real time."""
+        self.epoch += 1
         self.store.clear()
         self.files.clear()
         self.counts.clear()

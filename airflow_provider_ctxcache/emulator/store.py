@@ -3,7 +3,9 @@
 Caches live in memory, keyed by full resource name. Each belongs to a scope: the Developer
 API (``("gemini_api", "", "")``) or one Vertex project/location (``("vertex_ai", p, l)``);
 a cache is invisible outside its scope. Expiry is checked against the emulator clock on
-every access, so an expired cache is gone exactly when ``expireTime`` passes.
+every access, so an expired cache is gone exactly when ``expireTime`` passes. The store
+remembers when the last expired caches expired (not their contents), because Vertex answers a
+cache that expired moments ago differently from one that never existed or was deleted.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ from __future__ import annotations
 import base64
 import secrets
 import string
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 from .answers import ContextIndex
 from .clock import Clock, format_timestamp
 from .errors import invalid_argument
-
-GEMINI_API = "gemini_api"
-VERTEX_AI = "vertex_ai"
+from .models import GEMINI_API, VERTEX_AI
 
 Scope = tuple[str, str, str]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# How many expired caches are remembered (a name and a time each); the oldest are forgotten.
+EXPIRED_REMEMBERED = 10_000
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -61,6 +64,10 @@ class CachedContent:
     context_digest: str
     seq: int
     encryption_spec: dict[str, Any] | None = None
+    modality_tokens: dict[str, int] = field(default_factory=dict)
+    """``total_tokens`` by modality (``TEXT``, ``IMAGE``, ...), for ``cacheTokensDetails``."""
+    builtin_tools: tuple[str, ...] = ()
+    """The built-in tools (``googleSearch``, ...) the cache declares; they bill tool-use tokens."""
 
     @property
     def backend(self) -> str:
@@ -88,6 +95,7 @@ class CacheStore:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._caches: dict[str, CachedContent] = {}
+        self._expired: OrderedDict[str, tuple[Scope, int]] = OrderedDict()
         self._seq = 0
 
     def new_name(self, scope: Scope) -> str:
@@ -116,9 +124,26 @@ class CacheStore:
         if cache is None or cache.scope != scope:
             return None
         if cache.expire_ns <= self.clock.now_ns():
-            del self._caches[name]
+            self._drop_expired(name)
             return None
         return cache
+
+    def expired_at(self, name: str, scope: Scope) -> int | None:
+        """When the cache of that name expired (ns), if it is remembered as expired in that scope.
+
+        None for a cache that is live, was deleted, never existed or expired long ago.
+        """
+        self.get(name, scope)
+        remembered = self._expired.get(name)
+        if remembered is None or remembered[0] != scope:
+            return None
+        return remembered[1]
+
+    def _drop_expired(self, name: str) -> None:
+        cache = self._caches.pop(name)
+        self._expired[name] = (cache.scope, cache.expire_ns)
+        while len(self._expired) > EXPIRED_REMEMBERED:
+            self._expired.popitem(last=False)
 
     def delete(self, name: str, scope: Scope) -> bool:
         """Delete a live cache; False if there was none."""
@@ -132,7 +157,7 @@ class CacheStore:
         now = self.clock.now_ns()
         expired = [name for name, c in self._caches.items() if c.expire_ns <= now]
         for name in expired:
-            del self._caches[name]
+            self._drop_expired(name)
         caches = [c for c in self._caches.values() if scope is None or c.scope == scope]
         caches.sort(key=lambda c: c.seq)
         return caches
@@ -149,8 +174,9 @@ class CacheStore:
         return page, token
 
     def clear(self) -> None:
-        """Forget every cache."""
+        """Forget every cache, live or expired."""
         self._caches.clear()
+        self._expired.clear()
 
 
 def _encode_token(seq: int, scope: Scope) -> str:

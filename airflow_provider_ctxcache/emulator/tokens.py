@@ -1,4 +1,4 @@
-"""The emulator's token-count rule and the per-model minimum cache sizes.
+"""The emulator's token-count rule and the modality each token is counted under.
 
 The rule (used for cache sizes, countTokens, usageMetadata and the minimum check alike):
 
@@ -19,36 +19,31 @@ The rule (used for cache sizes, countTokens, usageMetadata and the minimum check
 - the system instruction counts like contents; ``tools`` and ``toolConfig`` count
   ``ceil(len(compact sorted JSON) / 4)`` each.
 
+Each count also has a modality (usageMetadata's ``promptTokensDetails`` and
+``cacheTokensDetails``): text parts, structured parts, tools and the system instruction are
+``TEXT``; inline data and files go by their MIME type (:func:`modality_of`).
+
 It is deliberately simple so tests can build content of an exact size: see
-:func:`text_of_tokens`.
+:func:`text_of_tokens`. The per-model minimum cache sizes are in :mod:`.models`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 CHARS_PER_TOKEN = 4
 FILE_DATA_TOKENS = 258
 
-# Minimum token count to start caching, per model id (without any "models/" prefix).
-# A "-NNN" version suffix of a listed model shares its minimum.
-DEFAULT_MIN_TOKENS: dict[str, int] = {
-    "gemini-2.5-flash": 1024,
-    "gemini-2.5-flash-lite": 1024,
-    "gemini-2.5-pro": 4096,
-    "gemini-2.0-flash": 4096,
-    "gemini-2.0-flash-001": 4096,
-    "gemini-3-pro-preview": 4096,
-    "gemini-3-flash-preview": 1024,
-    "gemini-1.5-flash-002": 32769,
-    "gemini-1.5-pro-002": 32769,
-}
-
-_VERSION_SUFFIX = re.compile(r"-\d{3}$")
+TEXT = "TEXT"
+IMAGE = "IMAGE"
+AUDIO = "AUDIO"
+VIDEO = "VIDEO"
+DOCUMENT = "DOCUMENT"
+# The order usageMetadata lists modalities in.
+MODALITIES: tuple[str, ...] = (TEXT, IMAGE, AUDIO, VIDEO, DOCUMENT)
 
 _FILLER = (
     "the archive holds records of ships cargo ports and weather across many seasons "
@@ -99,22 +94,6 @@ def text_of_tokens(n: int) -> str:
     return text[:-1] + "." if text.endswith(" ") else text
 
 
-def model_id(model: str) -> str:
-    """The bare model id of any model name form (``models/X``, ``.../publishers/google/models/X``)."""
-    return model.rsplit("/", 1)[-1]
-
-
-def min_tokens_for(model: str, table: Mapping[str, int]) -> int | None:
-    """The minimum cache size of ``model``, or None if the model is unknown."""
-    mid = model_id(model)
-    if mid in table:
-        return table[mid]
-    base = _VERSION_SUFFIX.sub("", mid)
-    if base != mid and base in table:
-        return table[base]
-    return None
-
-
 def part_tokens(part: Mapping[str, Any], inline_size: int) -> int:
     """Tokens of one part; ``inline_size`` is the decoded size of its inline data, if any."""
     if "text" in part:
@@ -124,3 +103,18 @@ def part_tokens(part: Mapping[str, Any], inline_size: int) -> int:
     if "fileData" in part or "file_data" in part:
         return FILE_DATA_TOKENS  # unresolved; a resolved file counts by file_tokens()
     return json_tokens(part)
+
+
+def modality_of(mime_type: str) -> str:
+    """The modality a part of this MIME type is counted under; anything else is a DOCUMENT.
+
+    ``text/*`` (and a part with no MIME type) is TEXT, ``image/*`` IMAGE, ``audio/*`` AUDIO,
+    ``video/*`` VIDEO; PDFs and other application types are DOCUMENT.
+    """
+    kind = mime_type.lower().split("/", 1)[0]
+    return {"": TEXT, "text": TEXT, "image": IMAGE, "audio": AUDIO, "video": VIDEO}.get(kind, DOCUMENT)
+
+
+def modality_details(counts: Mapping[str, int]) -> list[dict[str, Any]]:
+    """``[{"modality", "tokenCount"}, ...]`` as usageMetadata lists them (zero counts left out)."""
+    return [{"modality": m, "tokenCount": counts[m]} for m in MODALITIES if counts.get(m)]

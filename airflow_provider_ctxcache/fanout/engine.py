@@ -8,6 +8,10 @@ stays flat in the number of prompts.
 
 Per request:
 
+- pacing: before it is sent, a request waits until the run's quota has room for it (requests
+  and input tokens per minute, cached tokens included; see :mod:`.pacing`), so a quota-bound
+  run paces itself instead of collecting 429s. Without given limits the pacer learns them from
+  the 429s it gets (backing off, then probing upward).
 - 429 (quota): every worker pauses until the server's ``RetryInfo.retryDelay`` has passed (the
   SDK ignores it), or, without a hint, for a backoff that doubles with each 429 in a row; then
   the request is tried again. A 429 costs nothing, so it does not use up an attempt.
@@ -49,6 +53,7 @@ from airflow_provider_ctxcache.exceptions import (
     CtxCacheError,
     QuotaExceededError,
 )
+from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, Ticket
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.prompts import PromptRequest
 
@@ -82,6 +87,8 @@ class FanoutOptions:
     :param keep_results: keep every key's result in memory (small runs returning XCom);
         otherwise only the totals and the first failures are kept.
     :param total: how many requests to expect, for ETA and the failure ratio.
+    :param quota: the requests and input tokens per minute this run may use (see
+        :class:`~airflow_provider_ctxcache.fanout.pacing.QuotaLimits`); none given: adaptive.
     """
 
     max_attempts: int = 6
@@ -94,6 +101,7 @@ class FanoutOptions:
     progress_interval: float = 30.0
     keep_results: bool = True
     total: int | None = None
+    quota: QuotaLimits = field(default_factory=QuotaLimits)
 
 
 @dataclass
@@ -104,6 +112,7 @@ class Usage:
     cached_content_token_count: int = 0
     candidates_token_count: int = 0
     thoughts_token_count: int = 0
+    tool_use_prompt_token_count: int = 0
     total_token_count: int = 0
 
     @classmethod
@@ -112,12 +121,27 @@ class Usage:
             return cls()
         return cls(**{f.name: int(getattr(metadata, f.name, None) or 0) for f in fields(cls)})
 
+    @classmethod
+    def from_rest(cls, metadata: dict[str, Any]) -> Usage:
+        """From ``usageMetadata`` as the REST API (and a batch-output line) spells it."""
+
+        def camel(name: str) -> str:
+            head, *rest = name.split("_")
+            return head + "".join(word.title() for word in rest)
+
+        return cls(**{f.name: int(metadata.get(camel(f.name)) or 0) for f in fields(cls)})
+
     def add(self, other: Usage) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def to_dict(self) -> dict[str, int]:
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}
+
+    @property
+    def input_tokens(self) -> int:
+        """What the quota and the bill count as input: the prompt (cache included) and tool-use tokens."""
+        return self.prompt_token_count + self.tool_use_prompt_token_count
 
 
 @dataclass(frozen=True)
@@ -176,6 +200,7 @@ class FanoutSummary:
     elapsed_seconds: float = 0.0
     peak_in_flight: int = 0
     max_concurrency: int = 0
+    pacing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def requests_per_second(self) -> float:
@@ -194,6 +219,7 @@ class FanoutSummary:
             "requests_per_second": round(self.requests_per_second, 2),
             "peak_in_flight": self.peak_in_flight,
             "max_concurrency": self.max_concurrency,
+            "pacing": dict(self.pacing),
         }
 
 
@@ -283,15 +309,18 @@ async def run_fanout(
     options: FanoutOptions | None = None,
     logger: logging.Logger | Any = None,
     expire_time: dt.datetime | None = None,
+    cache_tokens: int | None = None,
 ) -> FanoutResult:
-    """Send one ``hook.agenerate`` per request, at most ``max_concurrency`` at a time.
+    """Send one ``hook.agenerate`` per request, at most ``max_concurrency`` at a time, within quota.
 
     :param requests: checked requests (see :func:`airflow_provider_ctxcache.prompts.normalize_prompts`);
         any iterable, read lazily.
     :param on_result: called (and awaited, if it returns an awaitable) with each key's result as
         it completes, before the next request is taken; an exception it raises stops the run.
     :param options: retries, failure ratio, keep-alive, progress; see :class:`FanoutOptions`.
-    :param expire_time: the cache's expiry if the caller just read it; else keep-alive reads it.
+    :param expire_time: the cache's expiry if the caller just read it; else it is read once.
+    :param cache_tokens: the cache's size, counted into each request's input tokens for pacing;
+        else it is read once.
     :raises FanoutCacheNotFoundError: the cache is missing or expired; carries the finished results.
     :raises FanoutFailedError: more than ``max_failure_ratio`` of the requests failed.
     :raises CtxCacheConfigError: the requests or the connection are wrong for every call.
@@ -309,6 +338,7 @@ async def run_fanout(
         options=options or FanoutOptions(),
         logger=logger or log,
         expire_time=expire_time,
+        cache_tokens=cache_tokens,
     )
     run.result.summary.max_concurrency = max_concurrency
     started = time.monotonic()
@@ -317,6 +347,8 @@ async def run_fanout(
             await run.drive(requests, max_concurrency)
     finally:
         run.result.summary.elapsed_seconds = time.monotonic() - started
+        if run.pacer is not None:
+            run.result.summary.pacing = run.pacer.to_dict()
         with contextlib.suppress(Exception):
             await hook.aclose()
     return run.result
@@ -348,6 +380,7 @@ class _Run:
         options: FanoutOptions,
         logger: Any,
         expire_time: dt.datetime | None = None,
+        cache_tokens: int | None = None,
     ) -> None:
         self.hook = hook
         self.model = model
@@ -361,10 +394,24 @@ class _Run:
         self.quota_streak = 0
         self.started = time.monotonic()
         self.expire_time = expire_time
+        self.cache_tokens = cache_tokens
+        self.pacer: Pacer | None = None
 
     async def drive(self, requests: Iterable[PromptRequest], max_concurrency: int) -> None:
         # Read the connection once, before the workers start, instead of once per worker.
         await self.hook.aload_settings()
+        quota = self.options.quota
+        needs_size = self.cache_tokens is None and bool(quota.tpm)
+        if needs_size or (self.expire_time is None and self.options.keep_alive):
+            # One read serves keep-alive (the expiry) and token pacing (the size to count per request).
+            try:
+                cache = await self.hook.aget_cache(self.cache_name)
+            except CacheNotFoundError as error:
+                raise FanoutCacheNotFoundError(error.cache_name or self.cache_name, self.result) from None
+            self.expire_time = self.expire_time or cache.expire_time
+            if self.cache_tokens is None and cache.usage_metadata is not None:
+                self.cache_tokens = cache.usage_metadata.total_token_count
+        self.pacer = Pacer(quota, cache_tokens=self.cache_tokens)
         workers_needed = max_concurrency
         if isinstance(requests, Sized):
             workers_needed = max(1, min(max_concurrency, len(requests)))
@@ -417,9 +464,11 @@ class _Run:
         return summary.requests >= 100 and summary.failed > ratio * summary.requests
 
     async def ask(self, request: PromptRequest) -> KeyResult:
+        assert self.pacer is not None
         attempt = 0
         while True:
             await self.wait_for_quota()
+            ticket: Ticket = await self.pacer.acquire(request.contents)
             attempt += 1
             self.in_flight += 1
             summary = self.result.summary
@@ -436,6 +485,11 @@ class _Run:
             except QuotaExceededError as error:
                 # Free to retry: a 429 is not billed, so it does not use up an attempt.
                 attempt -= 1
+                self.pacer.refused(
+                    ticket,
+                    quota_id=getattr(error, "quota_id", None) or getattr(error, "quota_metric", None),
+                    quota_value=getattr(error, "quota_value", None),
+                )
                 self.pause_for_quota(error.retry_delay)
                 continue
             except Exception as error:
@@ -447,9 +501,14 @@ class _Run:
             finally:
                 self.in_flight -= 1
             self.quota_streak = 0
-            return answer_of(
+            outcome = answer_of(
                 request.key, response, keep_response=not self.options.keep_results, attempts=attempt
             )
+            if outcome.usage is not None:
+                self.pacer.settle(
+                    ticket, outcome.usage.input_tokens, outcome.usage.cached_content_token_count
+                )
+            return outcome
 
     async def wait_for_quota(self) -> None:
         # A loop, not an Event: another 429 may push the pause further while this one sleeps.
@@ -495,7 +554,7 @@ class _Run:
         downstream expiry sensor or teardown is waiting on.
         """
         options = self.options
-        expires = self.expire_time or (await self.hook.aget_cache(self.cache_name)).expire_time
+        expires = self.expire_time
         while expires is not None:
             left = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds()
             if left > options.keep_alive_margin:
@@ -540,7 +599,8 @@ class _Run:
         else:
             eta, done = "?", str(summary.requests)
         self.log.info(
-            "%s %s done, %.1f req/s, ETA %s, %d failed, %d retries, %d quota waits, %d cached tokens",
+            "%s %s done, %.1f req/s, ETA %s, %d failed, %d retries, %d quota waits (429), "
+            "%d cached tokens; %s",
             "Fan-out finished:" if final else "Fan-out progress:",
             done,
             rate,
@@ -549,6 +609,7 @@ class _Run:
             summary.retries,
             summary.quota_waits,
             summary.usage.cached_content_token_count,
+            self.pacer.describe() if self.pacer is not None else "not started",
         )
 
 

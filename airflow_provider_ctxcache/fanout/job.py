@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow_provider_ctxcache.costs import ModelPrice, find_price, report_for_usage
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, KeyResult, run_fanout
+from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, KeyResult, Usage, run_fanout
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
 from airflow_provider_ctxcache.fanout.outputs import ResultSink, open_output
 from airflow_provider_ctxcache.hooks import ContextCacheHook
@@ -126,6 +126,7 @@ class FanoutJob:
                 total - skipped,
             )
             options = dataclasses.replace(self.options, total=total - skipped, keep_results=sink is None)
+            self._log("Quota: %s", options.quota.describe())
             remaining = (r for r in self._requests(source) if r.key not in answered)
             started = time.monotonic()
             result = asyncio.run(
@@ -139,6 +140,7 @@ class FanoutJob:
                     options=options,
                     logger=self.logger,
                     expire_time=cache.expire_time,
+                    cache_tokens=cache_tokens,
                 )
             )
             hours = (time.monotonic() - started) / 3600
@@ -230,11 +232,5 @@ def _small(record: dict[str, Any]) -> dict[str, Any]:
         "text": "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
         or None,
         "finish_reason": candidate.get("finishReason"),
-        "usage": {
-            "prompt_token_count": usage.get("promptTokenCount", 0),
-            "cached_content_token_count": usage.get("cachedContentTokenCount", 0),
-            "candidates_token_count": usage.get("candidatesTokenCount", 0),
-            "thoughts_token_count": usage.get("thoughtsTokenCount", 0),
-            "total_token_count": usage.get("totalTokenCount", 0),
-        },
+        "usage": Usage.from_rest(usage).to_dict(),
     }

@@ -50,6 +50,36 @@ def _check_size(value: Any, field: str) -> int:
     return value
 
 
+def split_quota(
+    shards: Sequence[dict[str, Any]],
+    *,
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
+    concurrent: int | None = None,
+) -> list[dict[str, Any]]:
+    """Each shard's kwargs with its share of the project's quota, for ``.expand_kwargs``.
+
+    Quotas are per project and per model, so mapped instances running at the same time share
+    them: each gets ``limit // concurrent`` (``concurrent`` is how many run at once: the task's
+    ``max_active_tis_per_dagrun``, else every shard). Without limits the shards are returned
+    unchanged and each adapts to the 429s it gets.
+    """
+    if concurrent is not None:
+        _check_size(concurrent, "concurrent")
+    running = max(1, min(len(shards), concurrent or len(shards)))
+    share: dict[str, int] = {}
+    for name, limit in (("rpm_limit", rpm_limit), ("tpm_limit", tpm_limit)):
+        if limit is not None:
+            limit = _check_size(limit, name)
+            if limit < running:
+                raise CtxCacheConfigError(
+                    f"{name}: {limit} cannot be shared by {running} shards running at once; "
+                    "lower the concurrency or raise the limit."
+                )
+            share[name] = limit // running
+    return [{**shard, **share} for shard in shards]
+
+
 def chunk_prompts(prompts: Sequence[Any], size: int) -> list[list[Any]]:
     """``prompts`` in consecutive lists of ``size`` (the last may be shorter), for ``.expand(prompts=...)``.
 

@@ -1,10 +1,15 @@
-"""Builds the google-genai client for a connection; the hook is its only caller."""
+"""Plumbing shared by both backends' clients: HTTP options, connection credentials, Cloud Storage.
+
+Which client a connection gets is decided in :mod:`.backend`; this module only turns the
+connection's settings into the pieces that decision uses, without branching on the backend.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from google.genai import Client, types
+from google.genai import types
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.hooks.settings import RETRY_STATUS_CODES, ConnectionSettings
@@ -29,7 +34,7 @@ def http_options(settings: ConnectionSettings, *, retry_attempts: int | None = N
     )
 
 
-def vertex_credentials(settings: ConnectionSettings) -> Any:
+def google_credentials(settings: ConnectionSettings) -> Any:
     """Service-account JSON, then a key file, then a static token for a local server, else ADC (None)."""
     from google.oauth2 import credentials as user_credentials
     from google.oauth2 import service_account
@@ -60,39 +65,19 @@ def vertex_credentials(settings: ConnectionSettings) -> Any:
     return None
 
 
-def build_client(settings: ConnectionSettings, *, retry_attempts: int | None = None) -> Client:
-    options = http_options(settings, retry_attempts=retry_attempts)
-    if settings.is_vertex:
-        return Client(
-            vertexai=True,
-            project=settings.project,
-            location=settings.location,
-            credentials=vertex_credentials(settings),
-            http_options=options,
-        )
-    return Client(vertexai=False, api_key=settings.api_key, http_options=options)
-
-
-def build_storage_client(settings: ConnectionSettings) -> Any:
-    """A Cloud Storage client for ``gs://`` inputs, outputs and staging, with the connection's identity.
+def storage_client(settings: ConnectionSettings, credentials: Any) -> Any:
+    """A Cloud Storage client for ``gs://`` inputs, outputs and staging.
 
     ``STORAGE_EMULATOR_HOST`` (honoured by google-cloud-storage) points it at a local emulator,
-    which takes anonymous credentials; otherwise Vertex credentials, then ADC.
+    which takes anonymous credentials; otherwise ``credentials`` (the backend's), then ADC.
+    A static token meant for a loopback Gemini endpoint says nothing about Cloud Storage.
     """
-    import os
-
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
+    from google.oauth2 import credentials as user_credentials
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         return storage.Client(project=settings.project or "emulator", credentials=AnonymousCredentials())
-    credentials = vertex_credentials(settings) if settings.is_vertex else None
-    if isinstance(credentials, _static_token_type()):
-        credentials = None  # a loopback Gemini endpoint says nothing about Cloud Storage
+    if isinstance(credentials, user_credentials.Credentials):
+        credentials = None
     return storage.Client(project=settings.project, credentials=credentials)
-
-
-def _static_token_type() -> type:
-    from google.oauth2 import credentials as user_credentials
-
-    return user_credentials.Credentials

@@ -1,4 +1,8 @@
-"""ContextCacheHook: the one place a google-genai client is built, for both Gemini backends."""
+"""ContextCacheHook: one SDK call per method, for both Gemini backends, with errors mapped once.
+
+What differs between the Developer API and Vertex AI (the client, cache names, error shapes,
+limits) is asked of ``hook.backend`` (:mod:`.backend`), chosen once from the connection.
+"""
 
 from __future__ import annotations
 
@@ -19,18 +23,12 @@ from airflow_provider_ctxcache.exceptions import (
     CtxCacheConfigError,
     ForbiddenWithCacheError,
     QuotaExceededError,
-    translate_api_error,
 )
-from airflow_provider_ctxcache.hooks.client import build_client, build_storage_client
+from airflow_provider_ctxcache.hooks.backend import Backend, backend_for
 from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
+from airflow_provider_ctxcache.models import check_not_shut_down
 from airflow_provider_ctxcache.staging import key_of, remove_staged
-from airflow_provider_ctxcache.validation import (
-    api_duration,
-    check_cache_name,
-    one_expiry,
-    parse_expire_time,
-    parse_ttl,
-)
+from airflow_provider_ctxcache.validation import api_duration, one_expiry, parse_expire_time, parse_ttl
 
 DEFAULT_PAGE_SIZE = 100
 
@@ -82,35 +80,36 @@ class ContextCacheHook(BaseHook):
         except Exception:
             return text
 
-    @property
-    def backend(self) -> str:
-        return self.settings.backend
+    @cached_property
+    def backend(self) -> Backend:
+        """The connection's backend rules (:class:`~.backend.DeveloperApi` or :class:`~.backend.VertexAi`)."""
+        return backend_for(self.settings)
 
     def get_conn(self) -> Client:
         return self._client
 
     @cached_property
     def _client(self) -> Client:
-        self.log.info("Gemini client for connection %r: %s", self.ctxcache_conn_id, self.settings.describe())
+        self.log.info("Gemini client for connection %r: %s", self.ctxcache_conn_id, self.backend.describe())
         return self._build(self.retry_attempts)
 
     def _build(self, retry_attempts: int | None) -> Client:
+        backend = self.backend
         try:
-            return build_client(self.settings, retry_attempts=retry_attempts)
+            return backend.build_client(retry_attempts=retry_attempts)
         except CtxCacheConfigError:
             raise
         except Exception as error:  # e.g. google.auth's DefaultCredentialsError when ADC is missing
             raise CtxCacheConfigError(
                 f"connection {self.ctxcache_conn_id!r}: cannot build a Gemini client "
                 f"({type(error).__name__}: {self.scrub(str(error))}). "
-                "For vertex_ai set extra.service_account_json, "
-                "extra.key_path, or Application Default Credentials on the worker."
+                f"For {backend.name}: {backend.credentials_hint}"
             ) from None
 
     @cached_property
     def storage_client(self) -> Any:
         """google-cloud-storage client for ``gs://`` inputs, outputs and staged contents."""
-        return build_storage_client(self.settings)
+        return self.backend.storage_client()
 
     @cached_property
     def _single_attempt_client(self) -> Client:
@@ -140,10 +139,11 @@ class ContextCacheHook(BaseHook):
         try:
             yield
         except APIError as error:
-            raise translate_api_error(error, cache_name=cache_name, model=model) from None
+            raise self.backend.translate_error(error, cache_name=cache_name, model=model) from None
 
     def cache_name(self, name: Any, field: str = "cache_name") -> str:
-        return check_cache_name(name, self.backend, field)
+        """The canonical full name (a short one expanded for this backend), or a config error."""
+        return self.backend.cache_name(name, field)
 
     # -- caches ------------------------------------------------------------------------------------
 
@@ -163,8 +163,8 @@ class ContextCacheHook(BaseHook):
         """Create a cache; with neither ``ttl`` nor ``expire_time`` the service default (1 h) applies."""
         if not model:
             raise CtxCacheConfigError("model: is empty; name a Gemini model, e.g. 'gemini-2.5-flash'.")
-        if kms_key_name and not self.settings.is_vertex:
-            raise CtxCacheConfigError("kms_key_name: customer-managed keys need the vertex_ai backend.")
+        check_not_shut_down(model)
+        self.backend.check_kms_key(kms_key_name)
         ttl_text, when = _expiry(ttl, expire_time)
         config = types.CreateCachedContentConfig(
             contents=contents,
@@ -290,15 +290,11 @@ class ContextCacheHook(BaseHook):
     def count_tokens(self, *, model: str, contents: Any, system_instruction: Any = None) -> int:
         """Tokens the contents (and system instruction) would occupy in a cache.
 
-        The Developer API's countTokens takes contents only, so there the system instruction is
-        counted as one more content; the server's own check at create time stays the authority.
+        How the system instruction is sent is the backend's (the Developer API's countTokens
+        takes contents only); the server's own check at create time stays the authority.
         """
-        config = None
-        if system_instruction is not None:
-            if self.settings.is_vertex:
-                config = types.CountTokensConfig(system_instruction=system_instruction)
-            else:
-                contents = [*_as_list(contents), system_instruction]
+        check_not_shut_down(model)
+        contents, config = self.backend.count_tokens_request(contents, system_instruction)
         with self._api_errors(model=model):
             result = self._client.models.count_tokens(model=model, contents=contents, config=config)
         return int(result.total_tokens or 0)
@@ -307,7 +303,9 @@ class ContextCacheHook(BaseHook):
         self, *, model: str, contents: Any, cache_name: str | None = None, config: Any = None
     ) -> types.GenerateContentResponse:
         """One online call; with ``cache_name`` the cached tokens are billed at the cached rate."""
-        generation_config = _generation_config(config, self.cache_name(cache_name) if cache_name else None)
+        check_not_shut_down(model)
+        cache_name = self.cache_name(cache_name) if cache_name else None
+        generation_config = _generation_config(config, cache_name)
         with self._api_errors(cache_name=cache_name, model=model):
             return self._client.models.generate_content(
                 model=model, contents=contents, config=generation_config
@@ -317,7 +315,9 @@ class ContextCacheHook(BaseHook):
         self, *, model: str, contents: Any, cache_name: str | None = None, config: Any = None
     ) -> types.GenerateContentResponse:
         await self.aload_settings()
-        generation_config = _generation_config(config, self.cache_name(cache_name) if cache_name else None)
+        check_not_shut_down(model)
+        cache_name = self.cache_name(cache_name) if cache_name else None
+        generation_config = _generation_config(config, cache_name)
         with self._api_errors(cache_name=cache_name, model=model):
             return await self._client.aio.models.generate_content(
                 model=model, contents=contents, config=generation_config
@@ -330,16 +330,12 @@ class ContextCacheHook(BaseHook):
         probe = type(self)(self.ctxcache_conn_id, retry_attempts=1)
         try:
             visible = len(probe.list_caches(page_size=1, limit=1))
-            where = probe.settings.describe()
+            where = probe.backend.describe()
         except Exception as error:
             return False, probe.scrub(f"{type(error).__name__}: {error}")
         finally:
             probe.close()
         return True, f"Connected to {where}; listing caches works ({visible} seen on the first page)."
-
-
-def _as_list(contents: Any) -> list[Any]:
-    return list(contents) if isinstance(contents, (list, tuple)) else [contents]
 
 
 def _expiry(ttl: Any, expire_time: Any) -> tuple[str | None, dt.datetime | None]:

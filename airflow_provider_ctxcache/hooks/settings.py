@@ -2,7 +2,8 @@
 
 Every field error names the connection field and the fix, and no secret ever appears in a
 message or a repr: the API key and the service-account JSON are registered with Airflow's
-secret masker the moment they are read.
+secret masker the moment they are read. Which backend rules apply is decided from
+``backend`` in :mod:`.backend`; this module only checks the fields each backend needs.
 """
 
 from __future__ import annotations
@@ -14,17 +15,27 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+from airflow_provider_ctxcache.connection_defaults import (
+    BACKENDS,
+    CONN_TYPE,
+    DEFAULT_BACKEND,
+    DEFAULT_DEVELOPER_API_VERSION,
+    DEFAULT_LOCATION,
+    DEFAULT_QUOTA_WINDOW_SECONDS,
+    DEFAULT_RETRY_ATTEMPTS,
+    DEFAULT_RETRY_INITIAL_DELAY,
+    DEFAULT_RETRY_MAX_DELAY,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEFAULT_TPM_COUNTS_CACHED,
+    VERTEX_AI,
+)
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 
-BACKENDS = ("gemini_api", "vertex_ai")
-CONN_TYPE = "ctxcache"
-DEFAULT_DEVELOPER_API_VERSION = "v1beta"  # caching is documented and tested on v1beta
-DEFAULT_LOCATION = "us-central1"
-DEFAULT_RETRY_ATTEMPTS = 5
-DEFAULT_RETRY_INITIAL_DELAY = 1.0
-DEFAULT_RETRY_MAX_DELAY = 60.0
-DEFAULT_TIMEOUT_SECONDS = 300.0
+__all__ = ["BACKENDS", "CONN_TYPE", "ConnectionSettings", "is_loopback_url"]
+
 RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
 
 
 def _mask(secret: str | None) -> None:
@@ -68,6 +79,56 @@ def _number(extras: Mapping[str, Any], key: str, default: float, *, minimum: flo
     if value < minimum:
         raise CtxCacheConfigError(f"extra.{key}: {value} is below {minimum:g}; remove it to use {default:g}.")
     return value
+
+
+def _optional_int(extras: Mapping[str, Any], key: str, what: str) -> int | None:
+    """A whole number >= 1, or None when unset (no such limit is known)."""
+    raw = _extra(extras, key)
+    if raw is None:
+        return None
+    value: int | None = None
+    if isinstance(raw, float) and raw.is_integer():
+        value = int(raw)
+    elif isinstance(raw, (int, str)) and not isinstance(raw, bool):
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+    if value is None or value < 1:
+        raise CtxCacheConfigError(
+            f"extra.{key}: {raw!r} is not a whole number of at least 1 ({what}); "
+            "remove it to have the limit learned from the server's 429 answers."
+        )
+    return value
+
+
+def _positive_float(extras: Mapping[str, Any], key: str, default: float) -> float:
+    raw = _extra(extras, key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise CtxCacheConfigError(
+            f"extra.{key}: {raw!r} is not a number of seconds above 0; remove it to use {default:g}."
+        )
+    return value
+
+
+def _flag(extras: Mapping[str, Any], key: str, default: bool) -> bool:
+    raw = _extra(extras, key)
+    if raw is None:
+        return default
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise CtxCacheConfigError(
+        f"extra.{key}: {raw!r} is not true or false; remove it to use {str(default).lower()}."
+    )
 
 
 def _json_object(extras: Mapping[str, Any], key: str) -> dict[str, Any] | None:
@@ -114,21 +175,19 @@ class ConnectionSettings:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     prices: dict[str, Any] | None = None
     staging_uri: str | None = None
-
-    @property
-    def is_vertex(self) -> bool:
-        return self.backend == "vertex_ai"
+    rpm_limit: int | None = None
+    """Requests per minute per model this project may send; None: learn it from 429s."""
+    tpm_limit: int | None = None
+    """Input tokens per minute per model (cached tokens included); None: learn it from 429s."""
+    quota_window_seconds: float = DEFAULT_QUOTA_WINDOW_SECONDS
+    """The quota window: Google's is a minute; tests and benchmarks use a few seconds."""
+    tpm_counts_cached: bool = DEFAULT_TPM_COUNTS_CACHED
+    """Whether cached tokens count toward ``tpm_limit``."""
 
     @property
     def targets_local_server(self) -> bool:
         """A loopback base_url: the embedded emulator, which needs no Google account."""
         return is_loopback_url(self.base_url)
-
-    def describe(self) -> str:
-        """Where calls go, for logs and the UI's Test button: never a credential."""
-        where = self.base_url or ("Vertex AI" if self.is_vertex else "the Gemini Developer API")
-        scope = f" project={self.project} location={self.location}" if self.is_vertex else ""
-        return f"{self.backend} at {where}{scope}"
 
     def scrub(self, text: str) -> str:
         """Text with every secret of this connection replaced, for messages built from foreign errors."""
@@ -150,7 +209,7 @@ class ConnectionSettings:
         api_key = conn.password or None
         _mask(api_key)
 
-        backend = str(_extra(extras, "backend") or "gemini_api").strip().lower()
+        backend = str(_extra(extras, "backend") or DEFAULT_BACKEND).strip().lower()
         if backend not in BACKENDS:
             raise CtxCacheConfigError(
                 f"extra.backend: {backend!r} is not a backend of connection {conn_id!r}; "
@@ -173,7 +232,7 @@ class ConnectionSettings:
         location = _extra(extras, "location")
         api_version = _extra(extras, "api_version")
 
-        if backend == "vertex_ai":
+        if backend == VERTEX_AI:
             if not project and service_account_info:
                 project = service_account_info.get("project_id")
             if not project:
@@ -215,6 +274,12 @@ class ConnectionSettings:
             timeout_seconds=_number(extras, "timeout", DEFAULT_TIMEOUT_SECONDS, minimum=1, integer=False),
             prices=_json_object(extras, "prices"),
             staging_uri=_staging_uri(extras),
+            rpm_limit=_optional_int(extras, "rpm_limit", "requests per minute per model"),
+            tpm_limit=_optional_int(extras, "tpm_limit", "input tokens per minute per model"),
+            quota_window_seconds=_positive_float(
+                extras, "quota_window_seconds", DEFAULT_QUOTA_WINDOW_SECONDS
+            ),
+            tpm_counts_cached=_flag(extras, "tpm_counts_cached", DEFAULT_TPM_COUNTS_CACHED),
         )
 
     @staticmethod

@@ -18,7 +18,7 @@ from airflow_provider_ctxcache.contents import (
     resolve,
 )
 from airflow_provider_ctxcache.exceptions import CacheTooSmallError, CtxCacheConfigError
-from airflow_provider_ctxcache.models import min_cache_tokens, model_id
+from airflow_provider_ctxcache.models import check_not_shut_down, model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
 from airflow_provider_ctxcache.staging import Stager, remove_staged
 from airflow_provider_ctxcache.validation import one_expiry, parse_expire_time, parse_ttl
@@ -75,7 +75,10 @@ class CreateCacheOperator(CtxCacheBaseOperator):
     :param staging_uri: ``gs://bucket/prefix`` for files too large to send inline on vertex_ai
         (default: the connection extra ``staging_uri``); the Developer API uses the Files API.
         Staged objects are removed when DeleteCacheOperator deletes the cache.
-    :param min_tokens: override the model's minimum cache size checked before creating.
+    :param min_tokens: override the model's minimum cache size checked before creating. By
+        default the minimum comes from the provider's model table for the connection's backend
+        (the lowest credible value); for a model the table does not know, the server decides
+        (its "too small" answer is raised as ``CacheTooSmallError`` too).
     :return: the cache's full name; XCom also gets ``expire_time``, ``token_count``, ``model``, ``reused``.
     """
 
@@ -140,15 +143,11 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             )
             return self._push(context, existing, reused=True)
 
+        limit = hook.backend.inline_limit_bytes
         stager = Stager(hook, plan["key"], self.staging_uri or hook.settings.staging_uri)
-        parts = resolve(plan["items"], stager if files_to_stage(plan["items"]) else None)
+        parts = resolve(plan["items"], stager if files_to_stage(plan["items"], limit) else None, limit)
         try:
-            tokens = hook.count_tokens(
-                model=plan["model"], contents=parts, system_instruction=self.system_instruction
-            )
-            minimum = self.min_tokens if self.min_tokens is not None else min_cache_tokens(plan["model"])
-            if tokens < minimum:
-                raise CacheTooSmallError(tokens, minimum, plan["model"])
+            self._precheck_size(plan["model"], parts)
             cache = hook.create_cache(
                 model=plan["model"],
                 contents=parts,
@@ -166,10 +165,31 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             raise
         return self._push(context, cache, reused=False)
 
+    def _precheck_size(self, model: str, parts: list[types.Part]) -> None:
+        """Counts the content (free) and refuses it when surely below the model's minimum.
+
+        The count also proves the backend serves the model before the (billed) create. The
+        minimum is the table's lowest credible value, which never refuses what the service
+        would take; for a model the table does not know there is none, and the server decides.
+        """
+        tokens = self.hook.count_tokens(
+            model=model, contents=parts, system_instruction=self.system_instruction
+        )
+        minimum = (
+            self.min_tokens if self.min_tokens is not None else self.hook.backend.min_cache_tokens(model)
+        )
+        if minimum is None:
+            self.log.info(
+                "%d tokens; no known minimum cache size for %s here: the server decides", tokens, model
+            )
+        elif tokens < minimum:
+            raise CacheTooSmallError(tokens, minimum, model)
+
     def _plan(self, context: Context) -> dict[str, Any]:
         """Every argument checked and rendered, before any call that could cost money."""
         if not isinstance(self.model, str) or not model_id(self.model):
             raise CtxCacheConfigError("model: is empty; name a Gemini model, e.g. 'gemini-2.5-flash'.")
+        check_not_shut_down(self.model)
         if self.reuse not in REUSE_MODES:
             raise CtxCacheConfigError(f"reuse: {self.reuse!r} is not one of {', '.join(REUSE_MODES)}.")
         one_expiry(self.ttl, self.expire_time)
@@ -192,7 +212,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         if self.reuse == "never":
             # No reuse, but staged files still need a folder that the delete can find.
             key = f"ctxcache:n:{uuid.uuid4().hex[:16]}"
-            keyed = bool(files_to_stage(items))
+            keyed = bool(files_to_stage(items, self.hook.backend.inline_limit_bytes))
         else:
             key = cache_key(
                 self.reuse,

@@ -21,6 +21,7 @@ from airflow_provider_ctxcache.fanout import (
     check_max_concurrency,
 )
 from airflow_provider_ctxcache.fanout.job import FanoutJob
+from airflow_provider_ctxcache.fanout.pacing import QuotaLimits
 from airflow_provider_ctxcache.models import model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
 from airflow_provider_ctxcache.prompts import KEY_PREFIX
@@ -51,6 +52,11 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
     :param generation_config: ``GenerateContentConfig`` fields (camelCase or snake_case) every
         request starts from; a request's own ``generationConfig`` wins field by field (templated).
     :param max_concurrency: calls in flight at once, 1..1024 (default 16).
+    :param rpm_limit: requests per minute this task may send (default: the connection extra
+        ``rpm_limit``). Quotas are per project and per model: mapped instances running at once
+        share them, so give each its share (see ``fanout.shards.split_quota``).
+    :param tpm_limit: input tokens per minute this task may send, cached tokens included (default:
+        the connection extra ``tpm_limit``). With neither limit the run adapts to the 429s it gets.
     :param max_attempts: tries per request on 5xx and timeouts (429s wait and do not count).
     :param max_failure_ratio: stop the run once more than this share of the prompts failed.
     :param keep_alive: extend the cache's TTL while work remains (default True).
@@ -87,6 +93,8 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
         model: str | None = None,
         generation_config: dict[str, Any] | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
         max_attempts: int = 6,
         max_failure_ratio: float = 0.05,
         keep_alive: bool = True,
@@ -109,6 +117,8 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
         self.generation_config = generation_config
         # Not templated, so a bad value is reported when the DAG is parsed.
         self.max_concurrency = check_max_concurrency(max_concurrency)
+        self.rpm_limit = _limit(rpm_limit, "rpm_limit")
+        self.tpm_limit = _limit(tpm_limit, "tpm_limit")
         self.max_attempts = max_attempts
         self.max_failure_ratio = max_failure_ratio
         self.keep_alive = keep_alive
@@ -180,6 +190,7 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
             keep_alive_margin=margin,
             keep_alive_ttl=extension,
             progress_interval=float(self.progress_interval),
+            quota=self._quota(),
         )
         map_index = _map_index(context)
         return FanoutJob(
@@ -204,11 +215,33 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
             logger=self.log,
         )
 
+    def _quota(self) -> QuotaLimits:
+        """The operator's limits win over the connection's; the window is the connection's."""
+        settings = self.hook.settings
+        return QuotaLimits(
+            rpm=_limit(self.rpm_limit, "rpm_limit") or settings.rpm_limit,
+            tpm=_limit(self.tpm_limit, "tpm_limit") or settings.tpm_limit,
+            window_seconds=settings.quota_window_seconds,
+            counts_cached=settings.tpm_counts_cached,
+        )
+
     def _log_answers(self, result: Any) -> None:
         """Keep the answers in the task log when the task fails and XCom will not hold them."""
         for answer in result.results.values():
             if answer.ok:
                 self.log.info("Answer %r (%s): %s", answer.key, answer.finish_reason, answer.text)
+
+
+def _limit(value: Any, name: str) -> int | None:
+    """None, or a whole number >= 1: a quota of zero would never send anything."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CtxCacheConfigError(
+            f"{name}: {value!r} is not a whole number >= 1; leave it unset to use the connection's "
+            "limit or to let the run adapt to the quota."
+        )
+    return value
 
 
 def _map_index(context: Any) -> int:

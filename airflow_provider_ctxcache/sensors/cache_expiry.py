@@ -25,7 +25,7 @@ from airflow_provider_ctxcache.triggers.cache_expiry import (
     CacheExpiryTrigger,
     expiry_outcome,
 )
-from airflow_provider_ctxcache.validation import TTL_FORMS, check_cache_name, parse_ttl
+from airflow_provider_ctxcache.validation import TTL_FORMS, parse_ttl
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -105,7 +105,7 @@ class CacheExpirySensor(BaseSensorOperator):
     def _checked(self) -> tuple[str, float]:
         """The rendered cache name and margin, validated before any API call."""
         margin = parse_margin(self.margin, "margin")
-        name = check_cache_name(self.cache_name, self.hook.backend, "cache_name")
+        name = self.hook.cache_name(self.cache_name, "cache_name")
         return name, margin
 
     def execute(self, context: Context) -> Any:

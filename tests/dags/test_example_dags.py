@@ -182,3 +182,29 @@ def test_batch_file_dag_answers_every_line_once_across_shards(
     ]
     assert sorted(answered) == sorted(f"r{i}" for i in range(25))
     assert emulator.admin.state()["caches"] == []
+
+
+def test_batch_file_dag_gives_each_running_shard_its_share_of_the_project_quota(
+    run_dag: DagRunner, emulator: EmulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("AIRFLOW__CTXCACHE__ALLOWED_ROOTS", str(tmp_path))
+    lines = [
+        {"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": f"Clause {i}?"}]}]}}
+        for i in range(6)
+    ]
+    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    conf = {
+        "input_uri": str(tmp_path / "requests.jsonl"),
+        "output_uri": str(tmp_path / "answers"),
+        "shard_size": 2,
+        "rpm_limit": 3000,
+        "tpm_limit": 9_000_000,
+    }
+    run = run_dag("ctxcache_batch_file", conf=conf)
+    assert run.state == "success"
+    # Three shards run at once (fewer than the DAG's parallelism of 4): each gets a third.
+    for index in range(3):
+        pacing = xcom(run, "ask", map_index=index)["summary"]["pacing"]
+        assert (pacing["mode"], pacing["rpm_limit"], pacing["tpm_limit"]) == ("given", 1000, 3_000_000)

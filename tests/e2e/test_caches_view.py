@@ -22,7 +22,7 @@ from tests.e2e.test_ui import _screenshot, browser, chromium, page  # noqa: F401
 pytestmark = pytest.mark.e2e
 
 MODEL = "gemini-2.5-flash"
-TOKENS = 1234
+TOKENS = 2234
 PLUGIN_SETUP = (
     "tests/e2e/deployment.py, AirflowDeployment.start(), after self.dags_folder.mkdir(...): "
     '(self.home / "plugins").mkdir(); (self.home / "plugins" / "ctxcache_plugins.py").write_text('

@@ -18,8 +18,9 @@ from google.genai import types
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 
-MODEL = "gemini-2.5-flash"  # minimum cache size 1024 tokens
-MIN_TOKENS = 1024
+MODEL = "gemini-2.5-flash"
+MIN_TOKENS = 2048  # MODEL's minimum cache size on both backends
+CACHE_TOKENS = MIN_TOKENS + 52  # a cache just above the minimum
 PROJECT = "p"
 LOCATION = "us-central1"
 
@@ -91,8 +92,10 @@ class Backend:
             else "cachedContents/"
         )
 
-    def create_cache(self, tokens: int = 1100, model: str = MODEL, **config: Any) -> types.CachedContent:
-        """A cache of ``tokens`` tokens (the default is just above the 1024 minimum)."""
+    def create_cache(
+        self, tokens: int = CACHE_TOKENS, model: str = MODEL, **config: Any
+    ) -> types.CachedContent:
+        """A cache of ``tokens`` tokens (the default is just above MODEL's minimum)."""
         config.setdefault("contents", contents_of(tokens))
         return self.client.caches.create(model=model, config=types.CreateCachedContentConfig(**config))
 

@@ -10,7 +10,7 @@ from google.genai import errors, types
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 
-from .conftest import MODEL, Backend
+from .conftest import CACHE_TOKENS, MODEL, Backend
 
 
 def test_state_counts_every_request_by_op_and_status(backend: Backend, emulator: EmulatorProcess) -> None:
@@ -53,7 +53,7 @@ def test_state_shows_live_caches_as_the_api_does(backend: Backend, emulator: Emu
 
     assert shown["name"] == cache.name
     assert shown["displayName"] == "shown"
-    assert shown["usageMetadata"] == {"totalTokenCount": 1100}
+    assert shown["usageMetadata"] == {"totalTokenCount": CACHE_TOKENS}
     assert "contents" not in shown
 
 
@@ -110,3 +110,33 @@ def test_reset_empties_caches_counts_log_faults_and_clock(
     assert state["faults"]["latency_ms"] == 0
     now = dt.datetime.fromisoformat(state["now"])
     assert abs(now - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(seconds=60)
+
+
+def test_a_request_that_began_before_a_reset_is_not_counted_after_it(
+    developer: Backend, emulator: EmulatorProcess
+) -> None:
+    # A test that ends with calls still in flight must not leak them into the next test's counts.
+    import threading
+
+    cache = developer.create_cache()
+    emulator.admin.faults(latency_ms=300, ops=["generate_content"])
+    finished = threading.Event()
+
+    def ask() -> None:
+        try:
+            developer.client.models.generate_content(
+                model=MODEL, contents="hi", config=types.GenerateContentConfig(cached_content=cache.name)
+            )
+        except errors.APIError:
+            pass  # the reset removed the cache it asked about
+        finally:
+            finished.set()
+
+    threading.Thread(target=ask).start()
+    while emulator.admin.state()["in_flight"] == 0:  # wait until the server holds the call
+        assert not finished.wait(0.01)
+    emulator.admin.reset()
+    assert finished.wait(60)
+
+    assert emulator.admin.state()["counts"]["generate_content"] == 0
+    assert emulator.admin.requests() == []

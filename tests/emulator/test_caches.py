@@ -12,11 +12,11 @@ from google.genai import errors, types
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 
-from .conftest import LOCATION, MODEL, PROJECT, Backend, contents_of
+from .conftest import CACHE_TOKENS, LOCATION, MODEL, PROJECT, Backend, contents_of
 
 
 def test_create_returns_the_resource_with_a_server_assigned_name(backend: Backend) -> None:
-    cache = backend.create_cache(tokens=1100, display_name="contracts")
+    cache = backend.create_cache(tokens=CACHE_TOKENS, display_name="contracts")
 
     assert cache.name is not None
     if backend.is_vertex:
@@ -26,7 +26,7 @@ def test_create_returns_the_resource_with_a_server_assigned_name(backend: Backen
     assert cache.display_name == "contracts"
     assert cache.model == backend.full_model()
     assert cache.usage_metadata is not None
-    assert cache.usage_metadata.total_token_count == 1100
+    assert cache.usage_metadata.total_token_count == CACHE_TOKENS
 
 
 def test_create_without_ttl_expires_in_one_hour(backend: Backend) -> None:
@@ -56,8 +56,10 @@ def test_create_with_expire_time_keeps_it(backend: Backend) -> None:
 
 def test_system_instruction_and_tools_count_toward_the_cache_size(backend: Backend) -> None:
     tool = types.Tool(function_declarations=[types.FunctionDeclaration(name="lookup", description="d")])
-    without = backend.create_cache(tokens=1100)
-    with_extras = backend.create_cache(tokens=1100, system_instruction="Answer briefly.", tools=[tool])
+    without = backend.create_cache(tokens=CACHE_TOKENS)
+    with_extras = backend.create_cache(
+        tokens=CACHE_TOKENS, system_instruction="Answer briefly.", tools=[tool]
+    )
 
     assert without.usage_metadata is not None
     assert with_extras.usage_metadata is not None
@@ -206,7 +208,7 @@ def test_delete_answers_an_empty_object(backend: Backend, emulator: EmulatorProc
 def test_the_async_client_runs_the_whole_lifecycle(backend: Backend, emulator: EmulatorProcess) -> None:
     async def lifecycle() -> tuple[list[str | None], list[str | None]]:
         aio = backend.client.aio
-        config = types.CreateCachedContentConfig(contents=contents_of(1100), ttl="600s")
+        config = types.CreateCachedContentConfig(contents=contents_of(CACHE_TOKENS), ttl="600s")
         created = [await aio.caches.create(model=MODEL, config=config) for _ in range(3)]
         assert created[0].name is not None
         fetched = await aio.caches.get(name=created[0].name)

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from google.genai import types
+from google.genai import errors, types
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 
-from .conftest import developer_client
+from .conftest import developer_client, vertex_client
 
 MODULE = [sys.executable, "-m", "airflow_provider_ctxcache.emulator"]
 
@@ -62,15 +62,26 @@ def test_the_console_script_is_installed() -> None:
     assert "--min-tokens" in result.stdout
 
 
-def test_min_tokens_overrides_and_adds_models() -> None:
-    with EmulatorProcess(
-        args=["--min-tokens", "gemini-2.5-pro=10", "--min-tokens", "my-model=5"]
-    ) as emulator:
-        client = developer_client(emulator.url)
+def test_min_tokens_overrides_a_model_on_both_backends() -> None:
+    with EmulatorProcess(args=["--min-tokens", "gemini-2.5-pro=10"]) as emulator:
         config = types.CreateCachedContentConfig(contents="x" * 40)  # 10 tokens
 
-        assert client.caches.create(model="gemini-2.5-pro", config=config).name
-        assert client.caches.create(model="my-model", config=config).name
+        for client in (developer_client(emulator.url), vertex_client(emulator.url)):
+            assert client.caches.create(model="gemini-2.5-pro", config=config).name
+            with pytest.raises(errors.ClientError) as caught:
+                client.caches.create(
+                    model="gemini-2.5-pro", config=types.CreateCachedContentConfig(contents="x" * 36)
+                )
+            assert "10" in str(caught.value.message)
+
+
+def test_min_tokens_adds_an_unknown_model_on_both_backends() -> None:
+    with EmulatorProcess(args=["--min-tokens", "my-model=5"]) as emulator:
+        config = types.CreateCachedContentConfig(contents="x" * 20)  # 5 tokens
+
+        for client in (developer_client(emulator.url), vertex_client(emulator.url)):
+            assert client.caches.create(model="my-model", config=config).name
+            assert client.models.generate_content(model="my-model", contents="hi").text
 
 
 def test_the_launcher_reports_the_stderr_of_a_process_that_dies() -> None:

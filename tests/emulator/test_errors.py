@@ -8,7 +8,7 @@ from google.genai import errors, types
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 
-from .conftest import MODEL, Backend, contents_of
+from .conftest import CACHE_TOKENS, MIN_TOKENS, MODEL, Backend, contents_of
 
 INLINE_LIMIT = 10 * 1024 * 1024
 
@@ -54,31 +54,29 @@ def test_generating_with_a_missing_cache_fails_like_get(backend: Backend) -> Non
     assert (error.code, error.status) == (backend.missing_code, backend.missing_status)
 
 
-def test_content_below_the_minimum_names_both_counts(backend: Backend, emulator: EmulatorProcess) -> None:
-    error = _client_error(lambda: backend.create_cache(tokens=1000))
+def test_below_the_minimum_the_developer_api_says_too_small_with_both_counts(
+    developer: Backend, emulator: EmulatorProcess
+) -> None:
+    error = _client_error(lambda: developer.create_cache(tokens=MIN_TOKENS - 1))
 
     assert (error.code, error.status) == (400, "INVALID_ARGUMENT")
     assert error.message == (
-        "The cached content is of 1000 tokens. The minimum token count to start caching is 1024."
+        f"Cached content is too small. total_token_count={MIN_TOKENS - 1}, min_total_token_count={MIN_TOKENS}"
     )
     assert emulator.admin.state()["caches"] == []
 
 
-def test_the_minimum_depends_on_the_model(backend: Backend) -> None:
-    error = _client_error(lambda: backend.create_cache(tokens=2000, model="gemini-2.5-pro"))
+def test_below_the_minimum_vertex_names_both_counts_in_its_own_form(
+    vertex: Backend, emulator: EmulatorProcess
+) -> None:
+    error = _client_error(lambda: vertex.create_cache(tokens=MIN_TOKENS - 1))
 
-    assert "minimum token count to start caching is 4096" in str(error.message)
-    assert backend.create_cache(tokens=4096, model="gemini-2.5-pro").name
-
-
-def test_a_versioned_model_shares_its_base_models_minimum(backend: Backend) -> None:
-    cache = backend.create_cache(tokens=1024, model="gemini-2.5-flash-002")
-
-    assert cache.model == backend.full_model("gemini-2.5-flash-002")
-
-
-def test_exactly_the_minimum_is_enough(backend: Backend) -> None:
-    assert backend.create_cache(tokens=1024).name
+    assert (error.code, error.status) == (400, "INVALID_ARGUMENT")
+    assert error.message == (
+        f"The cached content is of {MIN_TOKENS - 1} tokens. "
+        f"The minimum token count to start caching is {MIN_TOKENS}."
+    )
+    assert emulator.admin.state()["caches"] == []
 
 
 @pytest.mark.parametrize(
@@ -186,7 +184,7 @@ def test_a_cloud_storage_uri_is_refused_by_the_developer_api(developer: Backend)
 
     error = _client_error(
         lambda: developer.create_cache(
-            contents=[*contents_of(1100), types.Content(role="user", parts=[part])]
+            contents=[*contents_of(CACHE_TOKENS), types.Content(role="user", parts=[part])]
         )
     )
 
@@ -197,10 +195,12 @@ def test_a_cloud_storage_uri_is_refused_by_the_developer_api(developer: Backend)
 def test_a_cloud_storage_uri_is_accepted_by_vertex_and_counts_258_tokens(vertex: Backend) -> None:
     part = types.Part.from_uri(file_uri="gs://bucket/contract.pdf", mime_type="application/pdf")
 
-    cache = vertex.create_cache(contents=[*contents_of(1100), types.Content(role="user", parts=[part])])
+    cache = vertex.create_cache(
+        contents=[*contents_of(CACHE_TOKENS), types.Content(role="user", parts=[part])]
+    )
 
     assert cache.usage_metadata is not None
-    assert cache.usage_metadata.total_token_count == 1100 + 258
+    assert cache.usage_metadata.total_token_count == CACHE_TOKENS + 258
 
 
 def test_the_developer_api_without_a_key_is_permission_denied(emulator: EmulatorProcess) -> None:

@@ -12,7 +12,7 @@ from google.genai import errors, types
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 
-from .conftest import LOCATION, MODEL, PROJECT, Backend
+from .conftest import CACHE_TOKENS, LOCATION, MODEL, PROJECT, Backend
 
 
 def _raw_create(
@@ -25,7 +25,7 @@ def _raw_create(
         url = f"{emulator.url}/v1beta/cachedContents"
     body = {
         "model": backend.full_model(),
-        "contents": [{"role": "user", "parts": [{"text": text_of_tokens(1100)}]}],
+        "contents": [{"role": "user", "parts": [{"text": text_of_tokens(CACHE_TOKENS)}]}],
         **fields,
     }
     return httpx.post(url, json=body, headers=headers)
@@ -37,15 +37,110 @@ def _error(response: httpx.Response) -> tuple[int, str, str]:
     return response.status_code, error["status"], error["message"]
 
 
-def test_an_expired_cache_is_gone_for_get(backend: Backend, emulator: EmulatorProcess) -> None:
-    cache = backend.create_cache(ttl="60s")
-    assert cache.name is not None
+def _calls_addressing(backend: Backend, name: str) -> dict[str, Callable[[], object]]:
+    """get, update, delete and generateContent, each addressing the cache ``name``."""
+    return {
+        "get": lambda: backend.client.caches.get(name=name),
+        "update": lambda: backend.client.caches.update(
+            name=name, config=types.UpdateCachedContentConfig(ttl="60s")
+        ),
+        "delete": lambda: backend.client.caches.delete(name=name),
+        "generate": lambda: backend.client.models.generate_content(
+            model=MODEL, contents="hi", config=types.GenerateContentConfig(cached_content=name)
+        ),
+    }
 
+
+def _errors_of(calls: dict[str, Callable[[], object]]) -> dict[str, tuple[int, str, str]]:
+    seen = {}
+    for what, call in calls.items():
+        with pytest.raises(errors.ClientError) as caught:
+            call()
+        seen[what] = (caught.value.code, str(caught.value.status), str(caught.value.message))
+    return seen
+
+
+def test_an_expired_cache_is_permission_denied_on_the_developer_api(
+    developer: Backend, emulator: EmulatorProcess
+) -> None:
+    name = str(developer.create_cache(ttl="60s").name)
     emulator.admin.advance_clock(61)
 
-    with pytest.raises(errors.ClientError) as caught:
-        backend.client.caches.get(name=cache.name)
-    assert (caught.value.code, caught.value.status) == (backend.missing_code, backend.missing_status)
+    seen = _errors_of(_calls_addressing(developer, name))
+
+    denied = (403, "PERMISSION_DENIED", "CachedContent not found (or permission denied)")
+    assert seen == dict.fromkeys(seen, denied)
+
+
+def test_vertex_says_a_cache_that_just_expired_is_expired(vertex: Backend, emulator: EmulatorProcess) -> None:
+    name = str(vertex.create_cache(ttl="60s").name)
+    cache_id = name.rsplit("/", 1)[-1]
+    emulator.admin.advance_clock(61)
+
+    seen = _errors_of(_calls_addressing(vertex, name))
+
+    expired = (400, "INVALID_ARGUMENT", f"Cache content {cache_id} is expired.")
+    assert seen == dict.fromkeys(["get", "update", "delete", "generate"], expired)
+
+
+def test_vertex_answers_not_found_once_the_default_grace_of_300_s_is_over(
+    vertex: Backend, emulator: EmulatorProcess
+) -> None:
+    name = str(vertex.create_cache(ttl="60s").name)
+    emulator.admin.advance_clock(60 + 299)
+    still_expired = _errors_of({"get": _calls_addressing(vertex, name)["get"]})["get"][0]
+
+    emulator.admin.advance_clock(2)
+
+    seen = _errors_of(_calls_addressing(vertex, name))
+    assert still_expired == 400
+    assert {code for code, _, _ in seen.values()} == {404}
+    assert {status for _, status, _ in seen.values()} == {"NOT_FOUND"}
+
+
+def test_the_expired_grace_is_set_through_the_faults_endpoint(
+    vertex: Backend, emulator: EmulatorProcess
+) -> None:
+    emulator.admin.faults(expired_grace_s=10)
+    name = str(vertex.create_cache(ttl="60s").name)
+    get = _calls_addressing(vertex, name)["get"]
+
+    emulator.admin.advance_clock(65)
+    within = _errors_of({"get": get})["get"]
+    emulator.admin.advance_clock(6)
+    after = _errors_of({"get": get})["get"]
+
+    assert within[:2] == (400, "INVALID_ARGUMENT")
+    assert after[:2] == (404, "NOT_FOUND")
+
+
+def test_a_zero_grace_makes_vertex_answer_not_found_at_once(
+    vertex: Backend, emulator: EmulatorProcess
+) -> None:
+    emulator.admin.faults(expired_grace_s=0)
+    name = str(vertex.create_cache(ttl="60s").name)
+    emulator.admin.advance_clock(61)
+
+    assert _errors_of({"get": _calls_addressing(vertex, name)["get"]})["get"][:2] == (404, "NOT_FOUND")
+
+
+def test_a_deleted_cache_is_missing_not_expired_on_vertex(vertex: Backend) -> None:
+    name = str(vertex.create_cache(ttl="60s").name)
+    vertex.client.caches.delete(name=name)
+
+    seen = _errors_of(_calls_addressing(vertex, name))
+
+    assert {code for code, _, _ in seen.values()} == {404}
+
+
+def test_a_cache_deleted_then_past_its_expire_time_is_still_missing_not_expired(
+    vertex: Backend, emulator: EmulatorProcess
+) -> None:
+    name = str(vertex.create_cache(ttl="60s").name)
+    vertex.client.caches.delete(name=name)
+    emulator.admin.advance_clock(61)
+
+    assert _errors_of({"get": _calls_addressing(vertex, name)["get"]})["get"][:2] == (404, "NOT_FOUND")
 
 
 def test_a_cache_is_alive_until_its_expire_time(backend: Backend, emulator: EmulatorProcess) -> None:
@@ -66,25 +161,6 @@ def test_list_and_state_omit_expired_caches(backend: Backend, emulator: Emulator
     assert [c.name for c in backend.client.caches.list()] == [long.name]
     assert [c["name"] for c in emulator.admin.state()["caches"]] == [long.name]
     assert short.name != long.name
-
-
-def test_an_expired_cache_cannot_be_updated_deleted_or_used(
-    backend: Backend, emulator: EmulatorProcess
-) -> None:
-    name = str(backend.create_cache(ttl="1.5s").name)
-    emulator.admin.advance_clock(2)
-
-    calls: list[Callable[[], object]] = [
-        lambda: backend.client.caches.update(name=name, config=types.UpdateCachedContentConfig(ttl="60s")),
-        lambda: backend.client.caches.delete(name=name),
-        lambda: backend.client.models.generate_content(
-            model=MODEL, contents="hi", config=types.GenerateContentConfig(cached_content=name)
-        ),
-    ]
-    for call in calls:
-        with pytest.raises(errors.ClientError) as caught:
-            call()
-        assert (caught.value.code, caught.value.status) == (backend.missing_code, backend.missing_status)
 
 
 def test_the_developer_api_says_not_found_or_permission_denied(developer: Backend) -> None:

@@ -1,4 +1,4 @@
-"""Injected latency, 429/503 errors, connection resets and the rpm quota, seen through the real SDK."""
+"""Injected latency, 429/503 errors and connection resets, seen through the real SDK (quotas: test_quota)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from google.genai import errors, types
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 
-from .conftest import MODEL, Backend, developer_client, vertex_client
+from .conftest import CACHE_TOKENS, MODEL, Backend, developer_client, vertex_client
 
 # What a dropped connection raises, whichever httpx flavour the SDK picked as its transport.
 TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
@@ -95,18 +95,6 @@ def test_error_rates_are_deterministic_for_a_seed(developer: Backend, emulator: 
     assert {200, 429, 503} == set(first)
 
 
-def test_the_rpm_limit_refuses_requests_over_the_window(backend: Backend, emulator: EmulatorProcess) -> None:
-    emulator.admin.faults(rpm_limit=3)
-
-    statuses = [_status_of(backend) for _ in range(5)]
-
-    assert statuses == [200, 200, 200, 429, 429]
-    with pytest.raises(errors.ClientError) as caught:
-        _count(backend)
-    retry = next(d for d in caught.value.details["error"]["details"] if d["@type"].endswith("RetryInfo"))
-    assert 1 <= int(retry["retryDelay"].removesuffix("s")) <= 60
-
-
 def test_a_faulted_create_creates_nothing(backend: Backend, emulator: EmulatorProcess) -> None:
     emulator.admin.faults(error_rate_429=1.0, ops=["create_cache"])
 
@@ -159,6 +147,10 @@ def test_an_invalid_fault_config_is_refused(emulator: EmulatorProcess) -> None:
         {"error_rate_503": 0.6, "error_rate_reset": 0.6},
         {"ops": ["no_such_op"]},
         {"latency": 5},
+        {"rpm_limit": -1},
+        {"tpm_limit": -1},
+        {"quota_window_s": 0},
+        {"expired_grace_s": -1},
     ):
         response = httpx.post(f"{emulator.url}/_emulator/faults", json=body)
         assert (response.status_code, response.json()["error"]["status"]) == (400, "INVALID_ARGUMENT")
@@ -258,7 +250,7 @@ def test_a_create_the_client_gave_up_on_still_creates_the_cache(
 
     with pytest.raises((httpx.TimeoutException, httpx2.TimeoutException)):
         impatient.caches.create(
-            model=MODEL, config=types.CreateCachedContentConfig(contents=[text_of_tokens(1100)])
+            model=MODEL, config=types.CreateCachedContentConfig(contents=[text_of_tokens(CACHE_TOKENS)])
         )
 
     assert emulator.admin.state()["caches"] == []  # the handler is still in its injected delay

@@ -26,7 +26,7 @@ from google.genai import errors, types
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 
-from .conftest import MODEL, Backend, contents_of, vertex_client
+from .conftest import CACHE_TOKENS, MODEL, Backend, contents_of, vertex_client
 
 CHUNK = 8 * 1024 * 1024  # the SDK's upload chunk size
 MARKER = "The lighthouse keeper logged a violet comet over the northern reef."
@@ -166,7 +166,7 @@ def test_files_expire_48_hours_after_upload(
 def test_a_cache_from_an_uploaded_text_file_counts_its_size_and_answers_from_it(
     developer: Backend, tmp_path: Path
 ) -> None:
-    text = text_of_tokens(1500) + " " + MARKER
+    text = text_of_tokens(CACHE_TOKENS + 400) + " " + MARKER
     file = _upload_text(developer.client, tmp_path, text)
 
     cache = developer.client.caches.create(
@@ -234,7 +234,7 @@ def test_a_missing_file_uri_is_permission_denied_in_create_generate_and_count(
     calls: list[Callable[[], object]] = [
         lambda: client.caches.create(
             model=MODEL,
-            config=types.CreateCachedContentConfig(contents=[*contents_of(1100), _file_part(file)]),
+            config=types.CreateCachedContentConfig(contents=[*contents_of(CACHE_TOKENS), _file_part(file)]),
         ),
         lambda: client.models.generate_content(model=MODEL, contents=[_file_part(file)]),
         lambda: client.models.count_tokens(model=MODEL, contents=[_file_part(file)]),
@@ -331,7 +331,7 @@ def _put(bucket: str, name: str, data: bytes, content_type: str) -> str:
 def test_vertex_counts_a_gs_text_object_by_its_text(
     emulator_reading_gcs: EmulatorProcess, gcs_bucket: str
 ) -> None:
-    text = text_of_tokens(1200) + " " + MARKER
+    text = text_of_tokens(CACHE_TOKENS + 100) + " " + MARKER
     uri = _put(gcs_bucket, "docs/context 1.txt", text.encode(), "text/plain")
     client = vertex_client(emulator_reading_gcs.url)
     part = types.Part.from_uri(file_uri=uri, mime_type="text/plain")

@@ -8,7 +8,7 @@ from google.genai import types
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 
-from .conftest import LOCATION, MODEL, PROJECT, Backend, contents_of
+from .conftest import CACHE_TOKENS, LOCATION, MODEL, PROJECT, Backend, contents_of
 
 VERTEX_CACHES = f"/v1beta1/projects/{PROJECT}/locations/{LOCATION}/cachedContents"
 BEARER = {"Authorization": "Bearer emulator"}
@@ -29,7 +29,7 @@ def test_vertex_accepts_a_snake_case_encryption_spec_and_shows_it(
 
 def test_file_data_is_accepted_in_snake_and_camel_case(emulator: EmulatorProcess) -> None:
     parts = [
-        {"text": text_of_tokens(1100)},
+        {"text": text_of_tokens(CACHE_TOKENS)},
         {"fileData": {"file_uri": "gs://b/one.pdf", "mime_type": "application/pdf"}},
         {"fileData": {"fileUri": "gs://b/two.pdf", "mimeType": "application/pdf"}},
     ]
@@ -41,7 +41,7 @@ def test_file_data_is_accepted_in_snake_and_camel_case(emulator: EmulatorProcess
     response = httpx.post(f"{emulator.url}{VERTEX_CACHES}", json=body, headers=BEARER)
 
     assert response.status_code == 200
-    assert response.json()["usageMetadata"]["totalTokenCount"] == 1100 + 2 * 258
+    assert response.json()["usageMetadata"]["totalTokenCount"] == CACHE_TOKENS + 2 * 258
 
 
 def test_inline_bytes_arrive_url_safe_base64_and_count_by_decoded_size(backend: Backend) -> None:
@@ -54,17 +54,17 @@ def test_inline_bytes_arrive_url_safe_base64_and_count_by_decoded_size(backend: 
 
 
 def test_a_plain_string_system_instruction_counts_like_contents(backend: Backend) -> None:
-    cache = backend.create_cache(tokens=1100, system_instruction="x" * 40)
+    cache = backend.create_cache(tokens=CACHE_TOKENS, system_instruction="x" * 40)
 
     assert cache.usage_metadata is not None
-    assert cache.usage_metadata.total_token_count == 1100 + 10
+    assert cache.usage_metadata.total_token_count == CACHE_TOKENS + 10
 
 
 def test_developer_models_may_be_named_with_or_without_the_prefix(emulator: EmulatorProcess) -> None:
     for model in (MODEL, f"models/{MODEL}"):
         response = httpx.post(
             f"{emulator.url}/v1beta/cachedContents",
-            json={"model": model, "contents": [{"parts": [{"text": text_of_tokens(1100)}]}]},
+            json={"model": model, "contents": [{"parts": [{"text": text_of_tokens(CACHE_TOKENS)}]}]},
             headers={"x-goog-api-key": "k"},
         )
         assert response.json()["model"] == f"models/{MODEL}"
@@ -85,7 +85,7 @@ def test_the_developer_api_refuses_an_encryption_spec(emulator: EmulatorProcess)
         f"{emulator.url}/v1beta/cachedContents",
         json={
             "model": f"models/{MODEL}",
-            "contents": [{"parts": [{"text": text_of_tokens(1100)}]}],
+            "contents": [{"parts": [{"text": text_of_tokens(CACHE_TOKENS)}]}],
             "encryption_spec": {"kmsKeyName": "k"},
         },
         headers={"x-goog-api-key": "k"},

@@ -16,7 +16,7 @@ from tests.hooks.conftest import (  # noqa: F401  (shared fixtures)
 )
 
 MODEL = "gemini-2.5-flash"
-CACHE_TOKENS = 1100
+CACHE_TOKENS = 2100
 
 
 @pytest.fixture

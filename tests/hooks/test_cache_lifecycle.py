@@ -13,7 +13,7 @@ from airflow_provider_ctxcache.exceptions import CacheNotFoundError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 
 MODEL = "gemini-2.5-flash"
-CONTEXT = text_of_tokens(1500)
+CONTEXT = text_of_tokens(2500)
 
 
 def create(hook: ContextCacheHook, **kwargs: object) -> str:
@@ -33,7 +33,7 @@ def test_create_cache_returns_the_name_the_emulator_holds(
     assert live_names(emulator) == [name]
     prefix = (
         "projects/test-project/locations/us-central1/cachedContents/"
-        if hook.backend == "vertex_ai"
+        if hook.backend.name == "vertex_ai"
         else "cachedContents/"
     )
     assert name.startswith(prefix)
@@ -58,7 +58,7 @@ def test_get_cache_reports_model_tokens_and_expiry(hook: ContextCacheHook) -> No
     assert cache.model is not None
     assert cache.model.endswith(MODEL)
     assert cache.usage_metadata is not None
-    assert cache.usage_metadata.total_token_count == 1500
+    assert cache.usage_metadata.total_token_count == 2500
     assert cache.expire_time is not None
     remaining = cache.expire_time - dt.datetime.now(dt.timezone.utc)
     assert dt.timedelta(seconds=590) < remaining <= dt.timedelta(seconds=600)
@@ -116,11 +116,11 @@ def test_delete_cache_is_true_once_then_false(hook: ContextCacheHook, emulator: 
 
 
 def test_count_tokens_counts_contents_and_system_instruction(hook: ContextCacheHook) -> None:
-    assert hook.count_tokens(model=MODEL, contents=[CONTEXT]) == 1500
+    assert hook.count_tokens(model=MODEL, contents=[CONTEXT]) == 2500
     with_instruction = hook.count_tokens(
         model=MODEL, contents=[CONTEXT], system_instruction=text_of_tokens(100)
     )
-    assert with_instruction == 1600
+    assert with_instruction == 2600
 
 
 def test_generate_with_cache_bills_the_cached_tokens(hook: ContextCacheHook) -> None:
@@ -128,15 +128,15 @@ def test_generate_with_cache_bills_the_cached_tokens(hook: ContextCacheHook) -> 
     response = hook.generate(model=MODEL, contents="What does clause one say?", cache_name=name)
     usage = response.usage_metadata
     assert usage is not None
-    assert usage.cached_content_token_count == 1500
+    assert usage.cached_content_token_count == 2500
     assert usage.prompt_token_count is not None
-    assert usage.prompt_token_count > 1500
+    assert usage.prompt_token_count > 2500
     assert response.text
 
 
 def test_generate_answers_depend_on_the_cached_context(hook: ContextCacheHook) -> None:
     first = create(hook, display_name="a")
-    second = hook.create_cache(model=MODEL, contents=[text_of_tokens(1400)]).name
+    second = hook.create_cache(model=MODEL, contents=[text_of_tokens(2400)]).name
     assert second
     prompt = "Summarise the context."
     assert (
@@ -163,7 +163,7 @@ def test_async_methods_share_the_connection(hook: ContextCacheHook, emulator: Em
         assert cache.usage_metadata is not None
         return answer.usage_metadata.cached_content_token_count, deleted, again
 
-    assert asyncio.run(lifecycle()) == (1500, True, False)
+    assert asyncio.run(lifecycle()) == (2500, True, False)
     counts = emulator.admin.state()["counts"]
     assert counts["update_cache"] == 1
     assert counts["generate_content"] == 1

@@ -76,6 +76,74 @@ def test_bad_connection_fields_are_named(
     assert str(raised.value).startswith(field + ":")
 
 
+def test_quota_extras_default_to_learning_the_limits_over_a_minute(make_conn: ConnFactory) -> None:
+    settings = settings_of(make_conn("c_quota_default"))
+    assert (settings.rpm_limit, settings.tpm_limit) == (None, None)
+    assert (settings.quota_window_seconds, settings.tpm_counts_cached) == (60.0, True)
+
+
+def test_quota_extras_are_read_from_hand_written_and_ui_saved_extras(make_conn: ConnFactory) -> None:
+    settings = settings_of(
+        make_conn(
+            "c_quota",
+            rpm_limit="150",
+            tpm_limit=2_000_000,
+            quota_window_seconds="2.5",
+            tpm_counts_cached="false",
+        )
+    )
+    assert (settings.rpm_limit, settings.tpm_limit) == (150, 2_000_000)
+    assert (settings.quota_window_seconds, settings.tpm_counts_cached) == (2.5, False)
+    ui = settings_of(
+        make_conn(
+            "c_quota_ui",
+            **{
+                "extra__ctxcache__rpm_limit": 10.0,
+                "extra__ctxcache__tpm_counts_cached": False,
+                "extra__ctxcache__quota_window_seconds": 1,
+            },
+        )
+    )
+    assert (ui.rpm_limit, ui.tpm_counts_cached, ui.quota_window_seconds) == (10, False, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"rpm_limit": 0}, "extra.rpm_limit: 0 is not a whole number of at least 1"),
+        ({"rpm_limit": "many"}, "extra.rpm_limit: 'many' is not a whole number of at least 1"),
+        ({"rpm_limit": 2.5}, "extra.rpm_limit: 2.5 is not a whole number"),
+        ({"rpm_limit": True}, "extra.rpm_limit: True is not a whole number"),
+        (
+            {"tpm_limit": -5},
+            "extra.tpm_limit: -5 is not a whole number of at least 1 (input tokens per minute",
+        ),
+        ({"quota_window_seconds": 0}, "extra.quota_window_seconds: 0 is not a number of seconds above 0"),
+        ({"quota_window_seconds": "soon"}, "extra.quota_window_seconds: 'soon' is not a number of seconds"),
+        ({"quota_window_seconds": "nan"}, "extra.quota_window_seconds: 'nan' is not a number of seconds"),
+        ({"tpm_counts_cached": "maybe"}, "extra.tpm_counts_cached: 'maybe' is not true or false"),
+    ],
+    ids=[
+        "rpm-zero",
+        "rpm-word",
+        "rpm-fraction",
+        "rpm-bool",
+        "tpm-negative",
+        "window-zero",
+        "window-word",
+        "window-nan",
+        "flag",
+    ],
+)
+def test_bad_quota_extras_are_named_with_the_fix(
+    make_conn: ConnFactory, extra: dict[str, object], message: str
+) -> None:
+    with pytest.raises(CtxCacheConfigError) as raised:
+        settings_of(make_conn("c_quota_bad", **extra))
+    assert str(raised.value).startswith(message)
+    assert "remove it" in str(raised.value)
+
+
 def test_invalid_service_account_json_is_not_echoed(make_conn: ConnFactory) -> None:
     secret_ish = '{"private_key": "-----BEGIN PRIVATE KEY-----SECRETMATERIAL'
     conn_id = make_conn(
@@ -90,7 +158,8 @@ def test_secrets_stay_out_of_reprs(make_conn: ConnFactory) -> None:
     hook = ContextCacheHook(make_conn("c_repr"))
     assert API_KEY not in repr(hook.settings)
     assert API_KEY not in repr(hook)
-    assert API_KEY not in hook.settings.describe()
+    assert API_KEY not in hook.backend.describe()
+    assert API_KEY not in repr(hook.backend)
 
 
 def test_reading_the_connection_registers_the_key_with_airflows_masker(make_conn: ConnFactory) -> None:

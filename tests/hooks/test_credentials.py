@@ -39,7 +39,7 @@ def service_account_info(emulator: EmulatorProcess) -> dict[str, Any]:
 
 
 def vertex_round_trip(hook: ContextCacheHook) -> str:
-    cache = hook.create_cache(model=MODEL, contents=[text_of_tokens(1100)])
+    cache = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)])
     assert cache.name
     assert cache.name.startswith("projects/sa-project/locations/europe-west4/")
     assert hook.delete_cache(cache.name)

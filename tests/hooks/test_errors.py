@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google.genai import Client, errors, types
 
@@ -17,6 +19,8 @@ from airflow_provider_ctxcache.exceptions import (
     translate_api_error,
 )
 from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.hooks.backend import DeveloperApi, VertexAi
+from airflow_provider_ctxcache.hooks.settings import ConnectionSettings
 from tests.hooks.conftest import ConnFactory, backend_extra
 
 MODEL = "gemini-2.5-flash"
@@ -25,15 +29,15 @@ MODEL = "gemini-2.5-flash"
 def test_content_below_the_minimum_raises_too_small_with_both_counts(hook: ContextCacheHook) -> None:
     with pytest.raises(CacheTooSmallError) as raised:
         hook.create_cache(model=MODEL, contents=[text_of_tokens(300)])
-    assert (raised.value.token_count, raised.value.minimum) == (300, 1024)
+    assert (raised.value.token_count, raised.value.minimum) == (300, 2048)
     assert "300 tokens" in str(raised.value)
-    assert "1024" in str(raised.value)
+    assert "2048" in str(raised.value)
 
 
 def test_missing_cache_is_cache_not_found_on_each_backend(
     hook: ContextCacheHook, emulator: EmulatorProcess
 ) -> None:
-    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(1100)]).name
+    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)]).name
     assert name
     hook.delete_cache(name)
     with pytest.raises(CacheNotFoundError):
@@ -41,14 +45,14 @@ def test_missing_cache_is_cache_not_found_on_each_backend(
     with pytest.raises(CacheNotFoundError):
         hook.generate(model=MODEL, contents="hi", cache_name=name)
     statuses = emulator.admin.state()["status_counts"]["get_cache"]
-    missing = "404" if hook.backend == "vertex_ai" else "403"
+    missing = "404" if hook.backend.name == "vertex_ai" else "403"
     assert statuses[missing] == 1
 
 
 def test_forbidden_fields_are_refused_before_any_call(
     hook: ContextCacheHook, emulator: EmulatorProcess
 ) -> None:
-    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(1100)]).name
+    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)]).name
     assert name
     with pytest.raises(ForbiddenWithCacheError, match="system_instruction, tools") as raised:
         hook.generate(
@@ -63,7 +67,7 @@ def test_forbidden_fields_are_refused_before_any_call(
 
 def test_server_side_forbidden_fields_error_maps_to_the_same_case(emulator: EmulatorProcess) -> None:
     client = Client(api_key="k", http_options=types.HttpOptions(base_url=emulator.url, api_version="v1beta"))
-    cache = client.caches.create(model=MODEL, config={"contents": [text_of_tokens(1100)]})
+    cache = client.caches.create(model=MODEL, config={"contents": [text_of_tokens(2100)]})
     with pytest.raises(errors.APIError) as raised:
         client.models.generate_content(
             model=MODEL, contents="hi", config={"cached_content": cache.name, "system_instruction": "x"}
@@ -106,20 +110,146 @@ def test_other_api_errors_keep_their_code_and_status() -> None:
     assert (translated.code, translated.status) == (500, "INTERNAL")
 
 
+def client_error(code: int, message: str, details: list[dict[str, Any]] | None = None) -> errors.ClientError:
+    body: dict[str, Any] = {"code": code, "status": STATUS[code], "message": message}
+    if details is not None:
+        body["details"] = details
+    return errors.ClientError(code, {"error": body})
+
+
+STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED"}
+VERTEX = VertexAi(ConnectionSettings(conn_id="v", backend="vertex_ai", project="p", location="l"))
+DEVELOPER = DeveloperApi(ConnectionSettings(conn_id="d", backend="gemini_api", api_key="k"))
+
+
 def test_vertex_invalid_resource_state_means_the_cache_is_gone() -> None:
     # Vertex may answer a deleted cache this way; the emulator does not, so the body is built here.
-    error = errors.ClientError(
-        400,
-        {
-            "error": {
-                "code": 400,
-                "status": "INVALID_ARGUMENT",
-                "message": "Invalid resource state for cache content.",
-            }
-        },
-    )
-    translated = translate_api_error(error, cache_name="projects/p/locations/l/cachedContents/1")
+    error = client_error(400, "Invalid resource state for cache content.")
+    name = "projects/p/locations/l/cachedContents/1"
+    assert isinstance(translate_api_error(error, cache_name=name), CacheNotFoundError)
+    translated = VERTEX.translate_error(error, cache_name=name)
     assert isinstance(translated, CacheNotFoundError)
+    assert translated.cache_name == name
+
+
+@pytest.mark.parametrize(
+    ("message", "counts"),
+    [
+        (
+            "The cached content is of 300 tokens. The minimum token count to start caching is 2048.",
+            (300, 2048),
+        ),
+        ("Cached content is too small. total_token_count=16, min_total_token_count=1024", (16, 1024)),
+    ],
+    ids=["is-of-n-tokens", "total-token-count"],
+)
+def test_both_forms_of_too_small_carry_both_counts(message: str, counts: tuple[int, int]) -> None:
+    for backend in (VERTEX, DEVELOPER):
+        translated = backend.translate_error(client_error(400, message), model=MODEL)
+        assert isinstance(translated, CacheTooSmallError)
+        assert (translated.token_count, translated.minimum, translated.model) == (*counts, MODEL)
+
+
+def test_each_backends_own_too_small_answer_is_mapped(hook: ContextCacheHook) -> None:
+    with pytest.raises(errors.APIError) as raised:
+        hook.get_conn().caches.create(model=MODEL, config={"contents": [text_of_tokens(300)]})
+    message = str(raised.value.message)
+    second_form = "total_token_count=300, min_total_token_count=2048" in message
+    first_form = "is of 300 tokens" in message and "start caching is 2048" in message
+    # The Developer API answers with the newer form, Vertex with the documented one.
+    assert (second_form, first_form) == (
+        (True, False) if hook.backend.name == "gemini_api" else (False, True)
+    )
+    translated = hook.backend.translate_error(raised.value, model=MODEL)
+    assert isinstance(translated, CacheTooSmallError)
+    assert (translated.token_count, translated.minimum) == (300, 2048)
+
+
+def test_a_vertex_cache_that_just_expired_is_not_found_at_once(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    hook = ContextCacheHook(make_conn("ctxcache_expired", **backend_extra("vertex_ai", emulator)))
+    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)], ttl="60s").name
+    assert name
+    emulator.admin.advance_clock(61)
+
+    with pytest.raises(CacheNotFoundError) as raised:
+        hook.get_cache(name)
+    assert raised.value.cache_name == name
+    assert "is expired" in str(raised.value)
+    with pytest.raises(CacheNotFoundError) as raised:
+        hook.generate(model=MODEL, contents="hello", cache_name=name)
+    assert raised.value.cache_name == name
+    state = emulator.admin.state()["status_counts"]
+    assert state["get_cache"] == {"400": 1}
+    assert state["generate_content"] == {"400": 1}  # a 400 is final: no retry
+
+    emulator.admin.advance_clock(3600)  # past the grace period: 404
+    with pytest.raises(CacheNotFoundError):
+        hook.get_cache(name)
+    assert emulator.admin.state()["status_counts"]["get_cache"] == {"400": 1, "404": 1}
+
+
+def test_the_expired_answer_is_a_vertex_shape() -> None:
+    error = client_error(400, "Cache content 5589162453544222720 is expired.")
+    name = "projects/p/locations/l/cachedContents/5589162453544222720"
+    assert isinstance(VERTEX.translate_error(error, cache_name=name), CacheNotFoundError)
+    assert isinstance(translate_api_error(error, cache_name=name), CacheNotFoundError)
+    # Without a cache in the call, a 400 stays a plain API error.
+    assert isinstance(VERTEX.translate_error(error), CtxCacheApiError)
+
+
+@pytest.mark.parametrize(
+    ("limit", "word"), [({"rpm_limit": 1}, "Requests"), ({"tpm_limit": 40}, "Token")], ids=["rpm", "tpm"]
+)
+def test_quota_errors_expose_the_violated_quota_and_its_limit(
+    backend: str, emulator: EmulatorProcess, make_conn: ConnFactory, limit: dict[str, int], word: str
+) -> None:
+    hook = ContextCacheHook(
+        make_conn("ctxcache_quota_info", **backend_extra(backend, emulator)), retry_attempts=1
+    )
+    emulator.admin.faults(quota_window_s=30, **limit)
+    hook.generate(model=MODEL, contents=text_of_tokens(30))
+    with pytest.raises(QuotaExceededError) as raised:
+        hook.generate(model=MODEL, contents=text_of_tokens(30))
+    error = raised.value
+    assert error.quota_value == next(iter(limit.values()))
+    assert error.quota_id is not None
+    assert word in error.quota_id
+    service = "aiplatform" if backend == "vertex_ai" else "generativelanguage"
+    assert error.quota_metric is not None
+    assert error.quota_metric.startswith(f"{service}.googleapis.com/")
+    assert error.retry_delay is not None
+    assert 0 < error.retry_delay <= 30
+    assert f"({error.quota_id}, limit {error.quota_value})" in str(error)
+
+
+def test_quota_failure_details_are_read_defensively() -> None:
+    retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}
+    failure = {
+        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+        "violations": [
+            {"quotaMetric": "m/one", "quotaId": "IdOne", "quotaValue": "15"},
+            {"quotaMetric": "m/two", "quotaId": "IdTwo", "quotaValue": "99"},
+        ],
+    }
+    error = translate_api_error(client_error(429, "Resource exhausted.", [failure, retry]))
+    assert isinstance(error, QuotaExceededError)
+    assert (error.quota_metric, error.quota_id, error.quota_value, error.retry_delay) == (
+        "m/one",
+        "IdOne",
+        15,
+        1.5,
+    )
+
+    bare = translate_api_error(client_error(429, "Resource exhausted. Please try again later."))
+    assert isinstance(bare, QuotaExceededError)
+    assert (bare.quota_metric, bare.quota_id, bare.quota_value, bare.retry_delay) == (None, None, None, None)
+
+    odd = {**failure, "violations": [{"quotaId": "IdOne", "quotaValue": "lots"}]}
+    strange = translate_api_error(client_error(429, "x", [odd]))
+    assert isinstance(strange, QuotaExceededError)
+    assert (strange.quota_metric, strange.quota_id, strange.quota_value) == (None, "IdOne", None)
 
 
 def test_non_api_errors_pass_through_unchanged() -> None:

@@ -22,7 +22,7 @@ def keyed_emulator() -> Iterator[EmulatorProcess]:
 def test_connection_succeeds_against_the_emulator(hook: ContextCacheHook) -> None:
     ok, message = hook.test_connection()
     assert ok, message
-    assert message.startswith(f"Connected to {hook.backend} at http://127.0.0.1:")
+    assert message.startswith(f"Connected to {hook.backend.name} at http://127.0.0.1:")
 
 
 def test_wrong_api_key_fails_without_echoing_it(

@@ -16,7 +16,7 @@ from tests.hooks.conftest import ConnFactory, backend_extra
 from tests.operators.context import task_context
 
 MODEL = "gemini-2.5-flash"
-CONTEXT = text_of_tokens(1200)
+CONTEXT = text_of_tokens(2200)
 
 
 def create_op(conn_id: str, **kwargs: Any) -> CreateCacheOperator:
@@ -42,7 +42,7 @@ def test_returns_the_cache_name_and_pushes_its_facts(conn_id: str, emulator: Emu
     assert cache["name"] == name
     pushed = context["ti"].pushed
     assert pushed["model"] == MODEL
-    assert pushed["token_count"] == 1200 + len("Answer briefly.") // 4 + 1
+    assert pushed["token_count"] == 2200 + len("Answer briefly.") // 4 + 1
     assert pushed["reused"] is False
     assert dt.datetime.fromisoformat(pushed["expire_time"]) > dt.datetime.now(dt.timezone.utc)
 
@@ -85,7 +85,7 @@ def test_reuse_content_skips_a_cache_about_to_expire(conn_id: str, emulator: Emu
 
 def test_changed_content_is_a_new_cache_even_in_the_same_run(conn_id: str, emulator: EmulatorProcess) -> None:
     create_op(conn_id).execute(task_context())
-    create_op(conn_id, contents=[text_of_tokens(1300)]).execute(task_context())
+    create_op(conn_id, contents=[text_of_tokens(2300)]).execute(task_context())
     assert emulator.admin.state()["counts"]["create_cache"] == 2
 
 
@@ -108,12 +108,12 @@ def test_files_and_folders_under_allowed_roots_are_cached(
 ) -> None:
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
-    (docs / "a.md").write_text(text_of_tokens(600))
-    (docs / "sub" / "b.txt").write_text(text_of_tokens(600))
+    (docs / "a.md").write_text(text_of_tokens(1100))
+    (docs / "sub" / "b.txt").write_text(text_of_tokens(1100))
     (docs / ".hidden").write_text("ignored")
     context = task_context()
     create_op(conn_id, contents=[{"file": str(docs)}], allowed_roots=[str(tmp_path)]).execute(context)
-    assert context["ti"].pushed["token_count"] == 1200
+    assert context["ti"].pushed["token_count"] == 2200
 
 
 def test_binary_files_go_inline_with_their_mime_type(

@@ -17,7 +17,7 @@ from tests.operators.context import task_context
 
 def new_cache(conn_id: str, ttl: str = "60s") -> str:
     cache = ContextCacheHook(conn_id).create_cache(
-        model="gemini-2.5-flash", contents=[text_of_tokens(1100)], ttl=ttl
+        model="gemini-2.5-flash", contents=[text_of_tokens(2100)], ttl=ttl
     )
     assert cache.name
     return cache.name

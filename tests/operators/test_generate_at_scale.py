@@ -34,7 +34,7 @@ def conn(emulator: EmulatorProcess, make_conn: ConnFactory) -> str:
 
 
 def new_cache(conn_id: str, ttl: str = "30m") -> str:
-    name = ContextCacheHook(conn_id).create_cache(model=MODEL, contents=[text_of_tokens(1100)], ttl=ttl).name
+    name = ContextCacheHook(conn_id).create_cache(model=MODEL, contents=[text_of_tokens(2100)], ttl=ttl).name
     assert name
     return name
 
@@ -141,7 +141,7 @@ def test_the_forum_thread_batch_file_runs_unchanged(
     output = operator(conn, name, tmp_path).execute(task_context())
     lines = output_lines(tmp_path / "out")
     assert sorted(line["key"] for line in lines) == ["request-1", "request-2", "request-3"]
-    assert all(line["response"]["usageMetadata"]["cachedContentTokenCount"] == 1100 for line in lines)
+    assert all(line["response"]["usageMetadata"]["cachedContentTokenCount"] == 2100 for line in lines)
     sent = [r["body"] for r in emulator.admin.requests() if r["op"] == "generate_content"]
     assert [body["generationConfig"]["temperature"] for body in sent] == [0.2, 0.2, 0.2]
     assert set(output["results"]) == {"request-1", "request-2", "request-3"}
@@ -181,7 +181,7 @@ def test_xcom_gets_a_small_summary_and_the_cost_report(
     output = operator(conn, name, tmp_path, xcom_results_limit=10).execute(task_context())
     assert output["results"] is None  # more prompts than xcom_results_limit: the answers stay in the output
     assert output["summary"]["succeeded"] == 12
-    assert output["summary"]["cached_content_token_count"] == 12 * 1100
+    assert output["summary"]["cached_content_token_count"] == 12 * 2100
     cost = output["cost"]
     assert cost["model"] == MODEL
     assert cost["with_cache"] < cost["without_cache"]

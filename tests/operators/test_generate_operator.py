@@ -18,7 +18,7 @@ from tests.hooks.conftest import ConnFactory, backend_extra
 from tests.operators.context import task_context
 
 MODEL = "gemini-2.5-flash"
-CACHE_TOKENS = 1100
+CACHE_TOKENS = 2100
 
 
 def create_cache(conn_id: str) -> str:
@@ -278,7 +278,7 @@ def test_partial_takes_an_upstream_output_as_the_cache_name() -> None:
 
 def test_mapped_instances_key_their_plain_prompts_apart(conn_id: str, emulator: EmulatorProcess) -> None:
     name = (
-        ContextCacheHook(conn_id).create_cache(model="gemini-2.5-flash", contents=[text_of_tokens(1100)]).name
+        ContextCacheHook(conn_id).create_cache(model="gemini-2.5-flash", contents=[text_of_tokens(2100)]).name
     )
     op = GenerateWithCacheOperator(
         task_id="ask", ctxcache_conn_id=conn_id, cache_name=name, prompts=["a?", "b?"]

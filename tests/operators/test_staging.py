@@ -62,7 +62,7 @@ def test_a_25_mb_file_goes_through_the_files_api_on_the_developer_api(
 ) -> None:
     conn = make_conn("stage_dev", **backend_extra("gemini_api", emulator))
     video = big_file(tmp_path / "talk.mp4", 25 * MB)
-    name = create(conn, tmp_path, [text_of_tokens(1100), {"file": str(video)}])
+    name = create(conn, tmp_path, [text_of_tokens(2100), {"file": str(video)}])
     (uploaded,) = emulator.admin.state()["files"]
     assert int(uploaded["sizeBytes"]) == 25 * MB
     assert uploaded["mimeType"] == "video/mp4"

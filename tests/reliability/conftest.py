@@ -26,7 +26,7 @@ from tests.output_files import output_lines
 __all__ = ["airflow_db", "dag_bag", "default_conn", "make_conn", "output_lines", "run_dag"]
 
 MODEL = "gemini-2.5-flash"
-CONTEXT = text_of_tokens(1100)
+CONTEXT = text_of_tokens(2100)
 
 
 @pytest.fixture

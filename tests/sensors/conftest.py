@@ -19,7 +19,7 @@ from tests.hooks.conftest import ConnFactory, backend_extra, make_conn
 __all__ = ["make_conn"]  # a fixture, re-exported so pytest finds it here
 
 MODEL = "gemini-2.5-flash"
-CONTEXT = text_of_tokens(1100)
+CONTEXT = text_of_tokens(2100)
 
 
 @pytest.fixture

@@ -200,11 +200,25 @@ def test_bad_input_fails_naming_the_field_before_any_call(
 def test_cache_name_is_checked_for_the_connections_backend(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
+    developer = make_conn("ctxcache_sensor_developer", **backend_extra("gemini_api", emulator))
+    task = sensor(developer, "projects/p/locations/us-central1/cachedContents/abc", deferrable=True)
+
+    with pytest.raises(CtxCacheConfigError, match=r"^cache_name: .*gemini_api backend"):
+        task.execute(CONTEXT)
+    assert api_calls(emulator) == 0
+
+
+def test_a_short_name_on_vertex_is_watched_under_its_full_name(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
     vertex = make_conn("ctxcache_sensor_vertex", **backend_extra("vertex_ai", emulator))
     task = sensor(vertex, "cachedContents/abc", deferrable=True)
 
-    with pytest.raises(CtxCacheConfigError, match=r"^cache_name: .*vertex_ai backend"):
+    with pytest.raises(TaskDeferred) as deferred:
         task.execute(CONTEXT)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, CacheExpiryTrigger)
+    assert trigger.cache_name == "projects/test-project/locations/us-central1/cachedContents/abc"
     assert api_calls(emulator) == 0
 
 

@@ -11,7 +11,7 @@ with DAG("ctxcache_test_create_only", schedule=None, catchup=False, params={"reu
     CreateCacheOperator(
         task_id="create_cache",
         model="gemini-2.5-flash",
-        contents=[text_of_tokens(1100)],
+        contents=[text_of_tokens(2100)],
         ttl="30m",
         reuse="{{ params.reuse }}",
     )

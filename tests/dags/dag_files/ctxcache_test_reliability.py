@@ -19,7 +19,7 @@ from airflow_provider_ctxcache.operators import (
 )
 from airflow_provider_ctxcache.sensors import CacheExpirySensor
 
-CONTEXT = text_of_tokens(1100)
+CONTEXT = text_of_tokens(2100)
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 with DAG(
