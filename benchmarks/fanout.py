@@ -50,13 +50,17 @@ def create_cache(url: str) -> str:
     return name
 
 
-def engine_rps(cache: str, n: int, concurrency: int) -> float:
+def engine_rps(cache: str, n: int, concurrency: int, quota: Any = None) -> float:
+    """The engine's requests/s; ``quota`` (a ``QuotaLimits``) paces it, else it adapts."""
     from airflow_provider_ctxcache.fanout import FanoutOptions, run_fanout
+    from airflow_provider_ctxcache.fanout.pacing import QuotaLimits
     from airflow_provider_ctxcache.hooks import ContextCacheHook
     from airflow_provider_ctxcache.prompts import normalize_prompts
 
     requests = normalize_prompts(prompts(n), cache_name=cache)
-    options = FanoutOptions(keep_results=False, progress_interval=0, keep_alive=False)
+    options = FanoutOptions(
+        keep_results=False, progress_interval=0, keep_alive=False, quota=quota or QuotaLimits()
+    )
     started = time.perf_counter()
     result = asyncio.run(
         run_fanout(
@@ -74,14 +78,19 @@ def engine_rps(cache: str, n: int, concurrency: int) -> float:
     return n / elapsed
 
 
-def raw_sdk_rps(url: str, cache: str, n: int, concurrency: int) -> float:
-    """What a team would write by hand with google-genai: a semaphore around client.aio."""
+def raw_sdk_rps(url: str, cache: str, n: int, concurrency: int, retry_attempts: int | None = None) -> float:
+    """What a team would write by hand with google-genai: a semaphore around client.aio.
+
+    ``retry_attempts`` turns on the SDK's own retries (429s and 5xx, exponential backoff).
+    """
     from google import genai
     from google.genai import types
 
     async def run() -> float:
+        retries = types.HttpRetryOptions(attempts=retry_attempts) if retry_attempts else None
         client = genai.Client(
-            api_key="bench-key", http_options=types.HttpOptions(base_url=url, api_version="v1beta")
+            api_key="bench-key",
+            http_options=types.HttpOptions(base_url=url, api_version="v1beta", retry_options=retries),
         )
         gate = asyncio.Semaphore(concurrency)
         config = types.GenerateContentConfig(cached_content=cache)

@@ -18,9 +18,11 @@ A client bursting into an empty window at the start can exceed 1.0 over a short 
 
 from __future__ import annotations
 
-import asyncio
-import time
+from collections.abc import Callable
 from typing import Any
+
+from airflow_provider_ctxcache.fanout.pacing import QuotaLimits
+from benchmarks.fanout import engine_rps, prompts, raw_sdk_rps
 
 MODEL = "gemini-2.5-flash"
 CACHE_TOKENS = 100_000
@@ -34,10 +36,6 @@ def scenario_limits(tokens_per_request: int) -> dict[str, dict[str, int]]:
         "tpm": {"tpm_limit": REQUESTS_PER_WINDOW * tokens_per_request},
         "rpm": {"rpm_limit": REQUESTS_PER_WINDOW},
     }
-
-
-def prompts(n: int) -> list[str]:
-    return [f"What does record {i} of the context say?" for i in range(n)]
 
 
 def create_big_cache(n: int) -> tuple[str, int]:
@@ -57,64 +55,6 @@ def create_big_cache(n: int) -> tuple[str, int]:
     return cache.name, response.usage_metadata.prompt_token_count
 
 
-def engine_seconds(cache: str, n: int, concurrency: int, limits: dict[str, int]) -> float:
-    from airflow_provider_ctxcache.fanout import FanoutOptions, run_fanout
-    from airflow_provider_ctxcache.fanout.pacing import QuotaLimits
-    from airflow_provider_ctxcache.hooks import ContextCacheHook
-    from airflow_provider_ctxcache.prompts import normalize_prompts
-
-    quota = QuotaLimits(
-        rpm=limits.get("rpm_limit"), tpm=limits.get("tpm_limit"), window_seconds=WINDOW_SECONDS
-    )
-    options = FanoutOptions(keep_results=False, progress_interval=0, keep_alive=False, quota=quota)
-    requests = normalize_prompts(prompts(n), cache_name=cache)
-    started = time.perf_counter()
-    result = asyncio.run(
-        run_fanout(
-            ContextCacheHook(),
-            model=MODEL,
-            cache_name=cache,
-            requests=requests,
-            max_concurrency=concurrency,
-            options=options,
-            on_result=lambda r: None,
-        )
-    )
-    elapsed = time.perf_counter() - started
-    assert result.summary.succeeded == n, result.summary
-    return elapsed
-
-
-def raw_sdk_seconds(url: str, cache: str, n: int, concurrency: int) -> float:
-    """The loop a team writes by hand: a semaphore around client.aio, the SDK retrying 429s."""
-    from google import genai
-    from google.genai import types
-
-    async def run() -> float:
-        client = genai.Client(
-            api_key="bench-key",
-            http_options=types.HttpOptions(
-                base_url=url,
-                api_version="v1beta",
-                retry_options=types.HttpRetryOptions(attempts=SDK_ATTEMPTS),
-            ),
-        )
-        gate = asyncio.Semaphore(concurrency)
-        config = types.GenerateContentConfig(cached_content=cache)
-
-        async def one(prompt: str) -> None:
-            async with gate:
-                await client.aio.models.generate_content(model=MODEL, contents=prompt, config=config)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(p) for p in prompts(n)))
-        elapsed = time.perf_counter() - started
-        await client.aio.aclose()
-        return elapsed
-
-    return asyncio.run(run())
-
-
 def generate_calls(emulator: Any) -> tuple[int, int]:
     """(all generateContent answers, 429 answers) the emulator has given so far."""
     counts = emulator.admin.state()["status_counts"]["generate_content"]
@@ -131,10 +71,23 @@ def run(emulator: Any, n: int, concurrency: int, latency_ms: int) -> dict[str, A
         "quota_requests_per_window": REQUESTS_PER_WINDOW,
         "quota_tokens_per_request": tokens_per_request,
     }
-    clients = {
-        "paced": lambda limits: engine_seconds(cache, n, concurrency, limits),
-        "adaptive": lambda limits: engine_seconds(cache, n, concurrency, {}),
-        "raw_sdk": lambda limits: raw_sdk_seconds(emulator.url, cache, n, concurrency),
+
+    def paced(limits: dict[str, int]) -> float:
+        given = QuotaLimits(
+            rpm=limits.get("rpm_limit"), tpm=limits.get("tpm_limit"), window_seconds=WINDOW_SECONDS
+        )
+        return n / engine_rps(cache, n, concurrency, given)
+
+    def adaptive(limits: dict[str, int]) -> float:
+        return n / engine_rps(cache, n, concurrency, QuotaLimits(window_seconds=WINDOW_SECONDS))
+
+    def raw_sdk(limits: dict[str, int]) -> float:
+        return n / raw_sdk_rps(emulator.url, cache, n, concurrency, retry_attempts=SDK_ATTEMPTS)
+
+    clients: dict[str, Callable[[dict[str, int]], float]] = {
+        "paced": paced,
+        "adaptive": adaptive,
+        "raw_sdk": raw_sdk,
     }
     for scenario, limits in scenario_limits(tokens_per_request).items():
         for client, go in clients.items():

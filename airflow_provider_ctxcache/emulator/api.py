@@ -63,6 +63,7 @@ FORBIDDEN_WITH_CACHE_MESSAGE = (
 )
 DEVELOPER_MISSING_CACHE = "CachedContent not found (or permission denied)"
 VERTEX_EXPIRED_CACHE = "Cache content {id} is expired."
+VERTEX_DELETED_CACHE = "Invalid resource state for cache content."
 DEVELOPER_TOO_SMALL = (
     "Cached content is too small. total_token_count={tokens}, min_total_token_count={minimum}"
 )
@@ -165,16 +166,19 @@ class Call:
         """The error for a cache that does not exist, has expired or was deleted.
 
         Vertex answers 400 "Cache content N is expired." for a cache that expired less than
-        ``expired_grace_s`` ago (emulator clock), and 404 after that.
+        ``expired_grace_s`` ago, 400 "Invalid resource state for cache content." for one deleted
+        less than ``deleted_state_s`` ago (emulator clock), and 404 after that.
         """
         if self.is_developer:
             return permission_denied(DEVELOPER_MISSING_CACHE)
         cache_id = name.rsplit("/", 1)[-1]
-        expired_ns = self.state.store.expired_at(name, self.scope)
-        if expired_ns is not None:
-            grace_ns = int(self.state.faults.config.expired_grace_s * NANOS)
-            if self.state.clock.now_ns() - expired_ns < grace_ns:
-                return invalid_argument(VERTEX_EXPIRED_CACHE.format(id=cache_id))
+        config, store, now = self.state.faults.config, self.state.store, self.state.clock.now_ns()
+        expired_ns = store.expired_at(name, self.scope)
+        if expired_ns is not None and now - expired_ns < config.expired_grace_s * NANOS:
+            return invalid_argument(VERTEX_EXPIRED_CACHE.format(id=cache_id))
+        deleted_ns = store.deleted_at(name, self.scope)
+        if deleted_ns is not None and now - deleted_ns < config.deleted_state_s * NANOS:
+            return invalid_argument(VERTEX_DELETED_CACHE)
         return not_found(f"Not found: cached content metadata for {cache_id}.")
 
     def find(self, name: str) -> CachedContent:

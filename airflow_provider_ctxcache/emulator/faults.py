@@ -14,7 +14,9 @@ The same config carries settings the handlers apply, whatever ``ops`` says: the 
 generateContent quotas ``rpm_limit`` and ``tpm_limit`` over a sliding window of
 ``quota_window_s`` seconds (checked after the latency, see :mod:`.quota`), and
 ``expired_grace_s``, how long Vertex answers "Cache content N is expired." for a cache that
-expired before it answers 404 like for one that never existed.
+expired before it answers 404 like for one that never existed, and ``deleted_state_s``
+(default 0: off), how long Vertex answers 400 "Invalid resource state for cache content." for
+a cache that was deleted, as it sometimes does while a deletion completes.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class FaultConfig:
     tpm_limit: int = 0
     quota_window_s: float = DEFAULT_QUOTA_WINDOW_S
     expired_grace_s: float = DEFAULT_EXPIRED_GRACE_S
+    deleted_state_s: float = 0.0
     seed: int | None = None
     ops: tuple[str, ...] = API_OPS
 
@@ -89,6 +92,7 @@ class FaultConfig:
                 tpm_limit=int(body.get("tpm_limit") or 0),
                 quota_window_s=float(body.get("quota_window_s", DEFAULT_QUOTA_WINDOW_S)),
                 expired_grace_s=float(body.get("expired_grace_s", DEFAULT_EXPIRED_GRACE_S)),
+                deleted_state_s=float(body.get("deleted_state_s") or 0),
                 seed=None if body.get("seed") is None else int(body["seed"]),
                 ops=tuple(body.get("ops") or API_OPS),
             )
@@ -107,10 +111,12 @@ class FaultConfig:
             config.rpm_limit,
             config.tpm_limit,
             config.expired_grace_s,
+            config.deleted_state_s,
         )
         if min(non_negative) < 0:
             raise invalid_argument(
-                "faults: latency_ms, retry_delay_s, rpm_limit, tpm_limit and expired_grace_s must be >= 0"
+                "faults: latency_ms, retry_delay_s, rpm_limit, tpm_limit, expired_grace_s and "
+                "deleted_state_s must be >= 0"
             )
         if not config.quota_window_s > 0:
             raise invalid_argument("faults: quota_window_s must be > 0")

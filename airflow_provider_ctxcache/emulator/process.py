@@ -62,7 +62,9 @@ class EmulatorAdmin:
         Per-model generateContent quotas, whatever ``ops`` says: ``rpm_limit`` (requests) and
         ``tpm_limit`` (input tokens: prompt, cache included, plus tool use) per sliding window of
         ``quota_window_s`` seconds (default 60); 0 means no limit. ``expired_grace_s`` (default
-        300): how long Vertex answers 400 "Cache content N is expired." before 404.
+        300): how long Vertex answers 400 "Cache content N is expired." before 404;
+        ``deleted_state_s`` (default 0): how long it answers 400 "Invalid resource state for cache
+        content." for a deleted cache before 404.
         Returns the whole config as the emulator now holds it.
         """
         result: dict[str, Any] = self._call("POST", "faults", config)

@@ -4,8 +4,9 @@ Caches live in memory, keyed by full resource name. Each belongs to a scope: the
 API (``("gemini_api", "", "")``) or one Vertex project/location (``("vertex_ai", p, l)``);
 a cache is invisible outside its scope. Expiry is checked against the emulator clock on
 every access, so an expired cache is gone exactly when ``expireTime`` passes. The store
-remembers when the last expired caches expired (not their contents), because Vertex answers a
-cache that expired moments ago differently from one that never existed or was deleted.
+remembers when the last expired caches expired and when the last deleted ones were deleted
+(not their contents), because Vertex answers a cache that expired or was deleted moments ago
+differently from one that never existed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ Scope = tuple[str, str, str]
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-# How many expired caches are remembered (a name and a time each); the oldest are forgotten.
+# How many expired (and, apart, deleted) caches are remembered (a name and a time each); the
+# oldest are forgotten.
 EXPIRED_REMEMBERED = 10_000
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -96,6 +98,7 @@ class CacheStore:
         self.clock = clock
         self._caches: dict[str, CachedContent] = {}
         self._expired: OrderedDict[str, tuple[Scope, int]] = OrderedDict()
+        self._deleted: OrderedDict[str, tuple[Scope, int]] = OrderedDict()
         self._seq = 0
 
     def new_name(self, scope: Scope) -> str:
@@ -134,22 +137,22 @@ class CacheStore:
         None for a cache that is live, was deleted, never existed or expired long ago.
         """
         self.get(name, scope)
-        remembered = self._expired.get(name)
-        if remembered is None or remembered[0] != scope:
-            return None
-        return remembered[1]
+        return _remembered(self._expired, name, scope)
+
+    def deleted_at(self, name: str, scope: Scope) -> int | None:
+        """When the cache of that name was deleted (ns), if it is remembered as deleted in that scope."""
+        return _remembered(self._deleted, name, scope)
 
     def _drop_expired(self, name: str) -> None:
         cache = self._caches.pop(name)
-        self._expired[name] = (cache.scope, cache.expire_ns)
-        while len(self._expired) > EXPIRED_REMEMBERED:
-            self._expired.popitem(last=False)
+        _remember(self._expired, name, cache.scope, cache.expire_ns)
 
     def delete(self, name: str, scope: Scope) -> bool:
         """Delete a live cache; False if there was none."""
         if self.get(name, scope) is None:
             return False
         del self._caches[name]
+        _remember(self._deleted, name, scope, self.clock.now_ns())
         return True
 
     def live(self, scope: Scope | None = None) -> list[CachedContent]:
@@ -174,9 +177,10 @@ class CacheStore:
         return page, token
 
     def clear(self) -> None:
-        """Forget every cache, live or expired."""
+        """Forget every cache, live, expired or deleted."""
         self._caches.clear()
         self._expired.clear()
+        self._deleted.clear()
 
 
 def _encode_token(seq: int, scope: Scope) -> str:
@@ -193,3 +197,16 @@ def _decode_token(token: str, scope: Scope) -> int:
         return int(seq)
     except ValueError as exc:
         raise invalid_argument("Invalid page token.") from exc
+
+
+def _remember(ended: OrderedDict[str, tuple[Scope, int]], name: str, scope: Scope, when_ns: int) -> None:
+    ended[name] = (scope, when_ns)
+    while len(ended) > EXPIRED_REMEMBERED:
+        ended.popitem(last=False)
+
+
+def _remembered(ended: OrderedDict[str, tuple[Scope, int]], name: str, scope: Scope) -> int | None:
+    remembered = ended.get(name)
+    if remembered is None or remembered[0] != scope:
+        return None
+    return remembered[1]

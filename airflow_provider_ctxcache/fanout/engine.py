@@ -486,9 +486,7 @@ class _Run:
                 # Free to retry: a 429 is not billed, so it does not use up an attempt.
                 attempt -= 1
                 self.pacer.refused(
-                    ticket,
-                    quota_id=getattr(error, "quota_id", None) or getattr(error, "quota_metric", None),
-                    quota_value=getattr(error, "quota_value", None),
+                    ticket, quota_id=error.quota_id or error.quota_metric, quota_value=error.quota_value
                 )
                 self.pause_for_quota(error.retry_delay)
                 continue

@@ -133,6 +133,22 @@ def test_a_deleted_cache_is_missing_not_expired_on_vertex(vertex: Backend) -> No
     assert {code for code, _, _ in seen.values()} == {404}
 
 
+def test_vertex_may_answer_a_deleted_cache_with_invalid_resource_state(
+    vertex: Backend, emulator: EmulatorProcess
+) -> None:
+    name = str(vertex.create_cache(ttl="60s").name)
+    emulator.admin.faults(deleted_state_s=30)
+    vertex.client.caches.delete(name=name)
+
+    seen = _errors_of(_calls_addressing(vertex, name))
+    assert {(code, message) for code, _, message in seen.values()} == {
+        (400, "Invalid resource state for cache content.")
+    }
+
+    emulator.admin.advance_clock(31)
+    assert {code for code, _, _ in _errors_of(_calls_addressing(vertex, name)).values()} == {404}
+
+
 def test_a_cache_deleted_then_past_its_expire_time_is_still_missing_not_expired(
     vertex: Backend, emulator: EmulatorProcess
 ) -> None:

@@ -122,14 +122,22 @@ VERTEX = VertexAi(ConnectionSettings(conn_id="v", backend="vertex_ai", project="
 DEVELOPER = DeveloperApi(ConnectionSettings(conn_id="d", backend="gemini_api", api_key="k"))
 
 
-def test_vertex_invalid_resource_state_means_the_cache_is_gone() -> None:
-    # Vertex may answer a deleted cache this way; the emulator does not, so the body is built here.
-    error = client_error(400, "Invalid resource state for cache content.")
-    name = "projects/p/locations/l/cachedContents/1"
-    assert isinstance(translate_api_error(error, cache_name=name), CacheNotFoundError)
-    translated = VERTEX.translate_error(error, cache_name=name)
-    assert isinstance(translated, CacheNotFoundError)
-    assert translated.cache_name == name
+def test_a_vertex_cache_in_an_invalid_resource_state_is_not_found(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    # Vertex may answer a cache whose deletion is completing with 400 "Invalid resource state".
+    hook = ContextCacheHook(make_conn("ctxcache_deleting", **backend_extra("vertex_ai", emulator)))
+    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)], ttl="60s").name
+    assert name
+    emulator.admin.faults(deleted_state_s=300)
+    hook.get_conn().caches.delete(name=name)
+
+    with pytest.raises(CacheNotFoundError) as raised:
+        hook.generate(model=MODEL, contents="hello", cache_name=name)
+    assert raised.value.cache_name == name
+    assert "Invalid resource state" in str(raised.value)
+    assert emulator.admin.state()["status_counts"]["generate_content"] == {"400": 1}  # final: no retry
+    assert hook.delete_cache(name) is False  # a teardown sees it as already gone
 
 
 @pytest.mark.parametrize(
