@@ -22,9 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow_provider_ctxcache.fanout.pacing import QuotaLimits
-from benchmarks.fanout import engine_rps, prompts, raw_sdk_rps
+from benchmarks.loops import MODEL, engine_rps, prompts, raw_sdk_rps
 
-MODEL = "gemini-2.5-flash"
 CACHE_TOKENS = 100_000
 WINDOW_SECONDS = 10.0
 REQUESTS_PER_WINDOW = 400  # the binding limit, as requests (the token scenario converts it)
