@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pendulum
@@ -152,22 +153,21 @@ def test_asset_keeper_publishes_and_consumer_uses_the_cache(
     assert ContextCacheHook("ctxcache_default").delete_cache(published["cache_name"])
 
 
+def batch_file(folder: Path, n: int) -> dict[str, str]:
+    """A JSONL file of n batch-format requests in ``folder``; the DAG's input and output params."""
+    lines = [
+        {"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": f"Clause {i}?"}]}]}}
+        for i in range(n)
+    ]
+    (folder / "requests.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return {"input_uri": str(folder / "requests.jsonl"), "output_uri": str(folder / "answers")}
+
+
 def test_batch_file_dag_answers_every_line_once_across_shards(
     run_dag: DagRunner, emulator: EmulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
-
     monkeypatch.setenv("AIRFLOW__CTXCACHE__ALLOWED_ROOTS", str(tmp_path))
-    lines = [
-        {"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": f"Clause {i}?"}]}]}}
-        for i in range(25)
-    ]
-    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    conf = {
-        "input_uri": str(tmp_path / "requests.jsonl"),
-        "output_uri": str(tmp_path / "answers"),
-        "shard_size": 10,
-    }
+    conf = {**batch_file(tmp_path, 25), "shard_size": 10}
     run = run_dag("ctxcache_batch_file", conf=conf)
     assert run.state == "success"
     assert {k: v for k, v in task_states(run).items() if k.startswith("ask")} == {
@@ -187,21 +187,8 @@ def test_batch_file_dag_answers_every_line_once_across_shards(
 def test_batch_file_dag_gives_each_running_shard_its_share_of_the_project_quota(
     run_dag: DagRunner, emulator: EmulatorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
-
     monkeypatch.setenv("AIRFLOW__CTXCACHE__ALLOWED_ROOTS", str(tmp_path))
-    lines = [
-        {"key": f"r{i}", "request": {"contents": [{"role": "user", "parts": [{"text": f"Clause {i}?"}]}]}}
-        for i in range(6)
-    ]
-    (tmp_path / "requests.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    conf = {
-        "input_uri": str(tmp_path / "requests.jsonl"),
-        "output_uri": str(tmp_path / "answers"),
-        "shard_size": 2,
-        "rpm_limit": 3000,
-        "tpm_limit": 9_000_000,
-    }
+    conf = {**batch_file(tmp_path, 6), "shard_size": 2, "rpm_limit": 3000, "tpm_limit": 9_000_000}
     run = run_dag("ctxcache_batch_file", conf=conf)
     assert run.state == "success"
     # Three shards run at once (fewer than the DAG's parallelism of 4): each gets a third.

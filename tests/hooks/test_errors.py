@@ -122,13 +122,19 @@ VERTEX = VertexAi(ConnectionSettings(conn_id="v", backend="vertex_ai", project="
 DEVELOPER = DeveloperApi(ConnectionSettings(conn_id="d", backend="gemini_api", api_key="k"))
 
 
+def vertex_cache(emulator: EmulatorProcess, make_conn: ConnFactory) -> tuple[ContextCacheHook, str]:
+    """A Vertex hook on the emulator and a fresh 60 s cache of its."""
+    hook = ContextCacheHook(make_conn("ctxcache_vertex_errors", **backend_extra("vertex_ai", emulator)))
+    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)], ttl="60s").name
+    assert name
+    return hook, name
+
+
 def test_a_vertex_cache_in_an_invalid_resource_state_is_not_found(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
     # Vertex may answer a cache whose deletion is completing with 400 "Invalid resource state".
-    hook = ContextCacheHook(make_conn("ctxcache_deleting", **backend_extra("vertex_ai", emulator)))
-    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)], ttl="60s").name
-    assert name
+    hook, name = vertex_cache(emulator, make_conn)
     emulator.admin.faults(deleted_state_s=300)
     hook.get_conn().caches.delete(name=name)
 
@@ -176,9 +182,7 @@ def test_each_backends_own_too_small_answer_is_mapped(hook: ContextCacheHook) ->
 def test_a_vertex_cache_that_just_expired_is_not_found_at_once(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
-    hook = ContextCacheHook(make_conn("ctxcache_expired", **backend_extra("vertex_ai", emulator)))
-    name = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)], ttl="60s").name
-    assert name
+    hook, name = vertex_cache(emulator, make_conn)
     emulator.admin.advance_clock(61)
 
     with pytest.raises(CacheNotFoundError) as raised:
