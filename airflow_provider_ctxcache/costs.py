@@ -204,6 +204,15 @@ def price_for(model: str, overrides: PriceOverrides | Sequence[PriceOverrides] =
     return price
 
 
+def readable_duration(seconds: float) -> str:
+    """Seconds, minutes or hours, whichever reads best: '42 s', '7.5 min', '2 h', '1.25 h'."""
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
 def _usd(tokens: float, per_million: float) -> float:
     return tokens * per_million / PER_MILLION
 
@@ -325,7 +334,7 @@ class CostReport:
         lines = [
             f"Cost on {self.model}: {_plural(self.requests, 'request')}, "
             f"cache of {self.cache_tokens:,} tokens "
-            f"held {self.storage_hours:g} h"
+            f"held {readable_duration(self.storage_hours * 3600)}"
         ]
         for row in rows:
             cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, 4)]

@@ -15,6 +15,7 @@ from airflow_provider_ctxcache.costs import (
     cost_report,
     find_price,
     price_for,
+    readable_duration,
     report_for_usage,
 )
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
@@ -346,3 +347,24 @@ def test_table_contains_the_three_rows_with_amounts_and_savings() -> None:
     )
     assert "storage" in text
     assert "creation" in text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0.1587, "0.16 s"), (42.4, "42 s"), (450, "7.5 min"), (7200, "2 h"), (4500, "1.25 h")],
+)
+def test_durations_read_in_seconds_minutes_or_hours(seconds: float, shown: str) -> None:
+    assert readable_duration(seconds) == shown
+
+
+def test_a_short_run_shows_its_storage_time_in_seconds_not_in_scientific_hours() -> None:
+    report = cost_report(
+        model="gemini-2.5-flash",
+        requests=1,
+        prompt_tokens=2100,
+        cached_tokens=2000,
+        output_tokens=10,
+        cache_tokens=2000,
+        storage_hours=0.27 / 3600,
+    )
+    assert "held 0.27 s" in report.table().splitlines()[0]
