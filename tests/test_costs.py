@@ -19,7 +19,7 @@ from airflow_provider_ctxcache.costs import (
     report_for_usage,
 )
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.fanout.engine import Usage
+from airflow_provider_ctxcache.fanout.records import Usage
 
 FLASH = PRICES["gemini-2.5-flash"]
 CENT = 0.005  # "to the cent": within half a cent; the hand-computed figures are exact anyway

@@ -12,9 +12,10 @@ import asyncio
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from . import ledger
 from .answers import ContextIndex
 from .clock import NANOS, TimestampError, parse_duration, parse_timestamp
 from .content import Meter, pick
@@ -81,6 +82,8 @@ class Call:
     version: str
     project: str = ""
     location: str = ""
+    events: list[ledger.UsageEvent] = field(default_factory=list, compare=False)
+    """Billable events of this call, filed by the dispatcher only if the call succeeds."""
 
     @classmethod
     def developer(cls, state: EmulatorState, version: str) -> Call:
@@ -333,6 +336,7 @@ async def create_cache(call: Call, body: Any) -> dict[str, Any]:
         builtin_tools=builtin_tools(body.get("tools")),
     )
     store.add(cache)
+    call.events.append(ledger.cache_created(cache))
     return cache.resource()
 
 
@@ -386,16 +390,20 @@ async def update_cache(call: Call, cache_id: str, body: Any, query: Mapping[str,
     if expire_ns is None:
         raise invalid_argument("cached_content.expiration: ttl or expire_time is required.")
     cache = call.find(call.cache_name(cache_id))
+    old_expire_ns = cache.expire_ns
     cache.expire_ns = expire_ns
     cache.update_ns = now
+    call.events.append(ledger.cache_ttl_changed(cache, old_expire_ns))
     return cache.resource()
 
 
 async def delete_cache(call: Call, cache_id: str) -> dict[str, Any]:
     """``DELETE cachedContents/{id}`` -> ``{}``."""
     name = call.cache_name(cache_id)
-    if not call.state.store.delete(name, call.scope):
+    cache = call.state.store.get(name, call.scope)
+    if cache is None or not call.state.store.delete(name, call.scope):
         raise call.missing(name)
+    call.events.append(ledger.cache_deleted(cache, call.state.clock.now_ns()))
     return {}
 
 

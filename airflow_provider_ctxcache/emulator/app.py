@@ -2,7 +2,8 @@
 
 Every API route goes through one dispatcher that parses the JSON body, checks auth, applies
 injected faults, runs the handler, renders Google-shaped errors, and counts and logs the
-request (never its headers, never a key). Routes are plain Starlette routes on the FastAPI
+request (never its headers, never a key); a successful call's billable events go to the
+usage ledger (``GET /_emulator/usage``). Routes are plain Starlette routes on the FastAPI
 app with no per-request validation layer, so the emulator stays fast under load.
 
 The chunk requests of a resumable upload (``POST /upload/{v}/files?upload_id=...``) are the
@@ -104,6 +105,7 @@ def _endpoint(
         raw = await request.body()
         chunk = upload and "upload_id" in request.query_params
         body: Any = {"_binary": True, "bytes": len(raw)} if chunk else None
+        call: Call | None = None
         try:
             if params["version"] not in API_VERSIONS:
                 raise not_found(f"API version {params['version']} is not supported.")
@@ -150,6 +152,9 @@ def _endpoint(
                 body=body,
                 body_size=len(raw),
             )
+            if call is not None and 200 <= response.status_code < 300:
+                for event in call.events:
+                    state.usage.add(event)
         return response
 
     return endpoint
@@ -205,6 +210,9 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
     async def get_state(request: Request) -> Response:
         return _json(state.snapshot())
 
+    async def get_usage(request: Request) -> Response:
+        return _json(state.usage_snapshot())
+
     async def get_requests(request: Request) -> Response:
         return _json({"requests": list(state.request_log)})
 
@@ -238,6 +246,7 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
 
     app.add_route("/_emulator/state", get_state, methods=["GET"])
     app.add_route("/_emulator/requests", get_requests, methods=["GET"])
+    app.add_route("/_emulator/usage", get_usage, methods=["GET"])
     app.add_route("/_emulator/reset", reset, methods=["POST"])
     app.add_route("/_emulator/faults", faults, methods=["GET", "POST"])
     app.add_route("/_emulator/clock", clock, methods=["POST"])

@@ -4,7 +4,8 @@ In order: the model must be served (404), the cache it names must be live and us
 request (see :func:`~.api.cache_for_request`), the contents are counted, the generation and
 thinking configs are validated (:mod:`.thinking`), the request is admitted against the
 per-model quotas (:mod:`.quota`, 429 when over), and only then is the answer built
-(:mod:`.answers`) with its ``usageMetadata`` (:mod:`.usage`). Answers are deterministic.
+(:mod:`.answers`) with its ``usageMetadata`` (:mod:`.usage`), which is also noted as a billable
+event (:mod:`.ledger`). Answers are deterministic.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 from collections import Counter
 from typing import Any
 
+from . import ledger
 from .answers import answer
 from .api import Call, cache_for_request, index_context, optional_int, refuse_cloud_storage, require_object
 from .clock import format_timestamp
@@ -99,8 +101,12 @@ async def generate_content(call: Call, mid: str, body: Any) -> dict[str, Any]:
         "modelVersion": mid,
         "responseId": secrets.token_urlsafe(16),
     }
+    now = call.state.clock.now_ns()
     if not call.is_developer:
-        result["createTime"] = format_timestamp(call.state.clock.now_ns(), nanos=True)
+        result["createTime"] = format_timestamp(now, nanos=True)
+    call.events.append(
+        ledger.generate(call.scope, now, mid, cache.name if cache else None, result["usageMetadata"])
+    )
     return result
 
 

@@ -49,8 +49,27 @@ class EmulatorAdmin:
         result: list[dict[str, Any]] = self._call("GET", "requests")["requests"]
         return result
 
+    def usage(self) -> list[dict[str, Any]]:
+        """Every billable event served (the last 100,000), in emulator-clock order.
+
+        Each has ``type`` (``cache_created``, ``cache_ttl_changed``, ``cache_deleted``,
+        ``cache_expired``, ``generate``), ``time`` (RFC 3339, nanos), ``backend``, ``project`` and
+        ``location``; see :mod:`.ledger` for the rest. Only successful calls are events.
+        """
+        result: list[dict[str, Any]] = self.usage_summary()["events"]
+        return result
+
+    def usage_summary(self) -> dict[str, Any]:
+        """``{"events": [...], "caches": {name: {backend, model, tokens, created, ended, ended_by}}}``.
+
+        ``ended`` is the deletion or expiry time (null while live), ``ended_by`` ``"deleted"``,
+        ``"expired"`` or null: storage is tokens x (ended - created).
+        """
+        result: dict[str, Any] = self._call("GET", "usage")
+        return result
+
     def reset(self) -> None:
-        """Empty caches, counts, request log and faults; clock back to real time."""
+        """Empty caches, counts, request log, usage and faults; clock back to real time."""
         self._call("POST", "reset")
 
     def faults(self, **config: Any) -> dict[str, Any]:

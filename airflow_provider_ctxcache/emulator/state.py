@@ -1,4 +1,4 @@
-"""Everything one emulator holds: config, model table, clock, caches, files, faults, counters and the log.
+"""All one emulator holds: config, model table, clock, caches, files, faults, counters, log and usage.
 
 Kept in memory only (no per-request disk I/O); ``POST /_emulator/reset`` empties it all.
 """
@@ -12,6 +12,7 @@ from typing import Any
 from .clock import Clock, format_timestamp
 from .faults import API_OPS, FaultInjector
 from .filestore import FileStore
+from .ledger import UsageLedger
 from .models import MODEL_FACTS, ModelFacts, with_min_tokens
 from .store import CacheStore
 
@@ -29,10 +30,12 @@ class EmulatorState:
         """Minimum cache sizes overriding the table's, per model id, on every backend serving it."""
         self.clock = Clock()
         self.epoch = 0
+        """Bumped by every reset: a request that began before one is not counted after it."""
         self.in_flight = 0
         """API requests being handled now (shown by ``GET /_emulator/state``)."""
-        """Bumped by every reset: a request that began before one is not counted after it."""
-        self.store = CacheStore(self.clock)
+        self.usage = UsageLedger()
+        """Billable events (``GET /_emulator/usage``)."""
+        self.store = CacheStore(self.clock, on_expired=self.usage.expired)
         self.files = FileStore(self.clock)
         self.faults = FaultInjector()
         self.counts: Counter[str] = Counter()
@@ -85,10 +88,16 @@ class EmulatorState:
             "in_flight": self.in_flight,
         }
 
+    def usage_snapshot(self) -> dict[str, Any]:
+        """The body of ``GET /_emulator/usage``, after dropping (and so filing) expired caches."""
+        self.store.live()
+        return self.usage.snapshot()
+
     def reset(self) -> None:
-        """Empty caches, files, counts, log and faults; the clock back to real time."""
+        """Empty caches, files, counts, log, usage and faults; the clock back to real time."""
         self.epoch += 1
         self.store.clear()
+        self.usage.clear()
         self.files.clear()
         self.counts.clear()
         for counter in self.status_counts.values():

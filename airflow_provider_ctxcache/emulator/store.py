@@ -6,7 +6,8 @@ a cache is invisible outside its scope. Expiry is checked against the emulator c
 every access, so an expired cache is gone exactly when ``expireTime`` passes. The store
 remembers when the last expired caches expired and when the last deleted ones were deleted
 (not their contents), because Vertex answers a cache that expired or was deleted moments ago
-differently from one that never existed.
+differently from one that never existed. Whoever owns the store may pass ``on_expired`` to
+hear of each expired cache once, as it is dropped (the usage ledger files it then).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import secrets
 import string
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +96,9 @@ class CachedContent:
 class CacheStore:
     """All caches of one emulator, with lazy expiry against its clock."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, on_expired: Callable[[CachedContent], None] | None = None) -> None:
         self.clock = clock
+        self.on_expired = on_expired
         self._caches: dict[str, CachedContent] = {}
         self._expired: OrderedDict[str, tuple[Scope, int]] = OrderedDict()
         self._deleted: OrderedDict[str, tuple[Scope, int]] = OrderedDict()
@@ -146,6 +149,8 @@ class CacheStore:
     def _drop_expired(self, name: str) -> None:
         cache = self._caches.pop(name)
         _remember(self._expired, name, cache.scope, cache.expire_ns)
+        if self.on_expired is not None:
+            self.on_expired(cache)
 
     def delete(self, name: str, scope: Scope) -> bool:
         """Delete a live cache; False if there was none."""

@@ -10,12 +10,10 @@ from airflow_provider_ctxcache.fanout.engine import (
     FanoutOptions,
     FanoutResult,
     FanoutSummary,
-    KeyResult,
-    Usage,
-    answer_of,
     check_max_concurrency,
     run_fanout,
 )
+from airflow_provider_ctxcache.fanout.records import KeyResult, Usage, answer_of
 
 __all__ = [
     "MAX_CONCURRENCY",

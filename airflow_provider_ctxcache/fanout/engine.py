@@ -41,10 +41,8 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
-
-from google.genai import types
 
 from airflow_provider_ctxcache.exceptions import (
     CacheNotFoundError,
@@ -54,6 +52,7 @@ from airflow_provider_ctxcache.exceptions import (
     QuotaExceededError,
 )
 from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, Ticket
+from airflow_provider_ctxcache.fanout.records import KeyResult, Usage, answer_of
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.prompts import PromptRequest
 
@@ -102,88 +101,6 @@ class FanoutOptions:
     keep_results: bool = True
     total: int | None = None
     quota: QuotaLimits = field(default_factory=QuotaLimits)
-
-
-@dataclass
-class Usage:
-    """Token counts of one response (``usage_metadata``), or their sum over many."""
-
-    prompt_token_count: int = 0
-    cached_content_token_count: int = 0
-    candidates_token_count: int = 0
-    thoughts_token_count: int = 0
-    tool_use_prompt_token_count: int = 0
-    total_token_count: int = 0
-
-    @classmethod
-    def of(cls, metadata: types.GenerateContentResponseUsageMetadata | None) -> Usage:
-        if metadata is None:
-            return cls()
-        return cls(**{f.name: int(getattr(metadata, f.name, None) or 0) for f in fields(cls)})
-
-    @classmethod
-    def from_rest(cls, metadata: dict[str, Any]) -> Usage:
-        """From ``usageMetadata`` as the REST API (and a batch-output line) spells it."""
-
-        def camel(name: str) -> str:
-            head, *rest = name.split("_")
-            return head + "".join(word.title() for word in rest)
-
-        return cls(**{f.name: int(metadata.get(camel(f.name)) or 0) for f in fields(cls)})
-
-    def add(self, other: Usage) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def to_dict(self) -> dict[str, int]:
-        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
-
-    @property
-    def input_tokens(self) -> int:
-        """What the quota and the bill count as input: the prompt (cache included) and tool-use tokens."""
-        return self.prompt_token_count + self.tool_use_prompt_token_count
-
-
-@dataclass(frozen=True)
-class KeyResult:
-    """The outcome for one key: an answer (text, finish reason, usage) or an error.
-
-    ``response`` is the whole response as REST JSON (for batch-shaped output files); it is
-    only set when the run was asked to keep it.
-    """
-
-    key: str
-    text: str | None = None
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    error: str | None = None
-    error_code: int | None = None
-    error_status: str | None = None
-    response: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-    attempts: int = 1
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable: ``{"text", "finish_reason", "usage"}`` or ``{"error"}``."""
-        if self.error is not None:
-            return {"error": self.error}
-        return {
-            "text": self.text,
-            "finish_reason": self.finish_reason,
-            "usage": (self.usage or Usage()).to_dict(),
-        }
-
-    def to_batch_line(self) -> dict[str, Any]:
-        """The Gemini batch-output record: ``{"key", "response"}`` or ``{"key", "error"}``."""
-        if self.error is not None:
-            return {
-                "key": self.key,
-                "error": {"code": self.error_code, "status": self.error_status, "message": self.error},
-            }
-        return {"key": self.key, "response": self.response if self.response is not None else {}}
 
 
 @dataclass
@@ -618,34 +535,3 @@ def _is_transient(error: BaseException) -> bool:
     if isinstance(error, (TimeoutError, ConnectionError, OSError)):
         return True
     return type(error).__module__.split(".")[0] in _TRANSPORT_MODULES
-
-
-def answer_of(
-    key: str, response: types.GenerateContentResponse, *, keep_response: bool = False, attempts: int = 1
-) -> KeyResult:
-    """Text, finish reason and usage of a response; text None when there is no text part."""
-    candidate = response.candidates[0] if response.candidates else None
-    reason = candidate.finish_reason if candidate is not None else None
-    texts = [
-        part.text
-        for part in ((candidate.content.parts if candidate and candidate.content else None) or [])
-        if isinstance(part.text, str) and not part.thought
-    ]
-    return KeyResult(
-        key=key,
-        text="".join(texts) if texts else None,
-        finish_reason=None if reason is None else str(getattr(reason, "value", reason)),
-        usage=Usage.of(response.usage_metadata),
-        response=response_json(response) if keep_response else None,
-        attempts=attempts,
-    )
-
-
-def response_json(response: types.GenerateContentResponse) -> dict[str, Any]:
-    """The response as the REST API shows it (camelCase), minus the SDK's own bookkeeping."""
-    return response.model_dump(
-        mode="json",
-        exclude_none=True,
-        by_alias=True,
-        exclude={"sdk_http_response", "automatic_function_calling_history", "parsed"},
-    )

@@ -15,9 +15,10 @@ from typing import Any
 
 from airflow_provider_ctxcache.costs import ModelPrice, find_price, report_for_usage
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, KeyResult, Usage, run_fanout
+from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, run_fanout
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
 from airflow_provider_ctxcache.fanout.outputs import ResultSink, open_output
+from airflow_provider_ctxcache.fanout.records import KeyResult, xcom_answer
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.models import model_id
 from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, iter_normalized
@@ -201,7 +202,7 @@ class FanoutJob:
             return {key: result.results[key].to_dict() for key in keys if key in result.results}
         if total > self.xcom_results_limit:
             return None
-        return {record["key"]: _small(record) for record in sink.records()}
+        return {record["key"]: xcom_answer(record) for record in sink.records()}
 
     def _log(self, message: str, *args: Any) -> None:
         if self.logger is not None:
@@ -216,21 +217,3 @@ def _writer(sink: ResultSink | None) -> Any:
         sink.write(result.to_batch_line())
 
     return write
-
-
-def _small(record: dict[str, Any]) -> dict[str, Any]:
-    """A batch-output record in the operator's XCom shape."""
-    if "error" in record:
-        return {
-            "error": record["error"].get("message") if isinstance(record["error"], dict) else record["error"]
-        }
-    response = record.get("response") or {}
-    candidate = (response.get("candidates") or [{}])[0]
-    parts = (candidate.get("content") or {}).get("parts") or []
-    usage = response.get("usageMetadata") or {}
-    return {
-        "text": "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
-        or None,
-        "finish_reason": candidate.get("finishReason"),
-        "usage": Usage.from_rest(usage).to_dict(),
-    }

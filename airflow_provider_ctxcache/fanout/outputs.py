@@ -5,7 +5,8 @@ One JSON object per line, exactly what a Gemini batch job writes::
     {"key": "q1", "response": {"candidates": [...], "usageMetadata": {...}, ...}}
     {"key": "q2", "error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "..."}}
 
-The response is the ``GenerateContentResponse`` as REST JSON (camelCase), see :func:`response_record`.
+The response is the ``GenerateContentResponse`` as REST JSON (camelCase); the lines are made by
+:mod:`.records` (``response_record``, ``error_record``).
 
 Layout: ``output_uri`` is a folder (local, created if absent) or a ``gs://bucket/prefix/``. Each
 :func:`open_output` call is one *attempt* with its own id (UTC time + random hex), and writes
@@ -47,6 +48,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.fanout.records import error_record, response_record
 from airflow_provider_ctxcache.fanout.uris import (
     bucket_errors,
     check_uri,
@@ -59,24 +61,9 @@ from airflow_provider_ctxcache.fanout.uris import (
 PART_PATTERN = re.compile(r"^part-(?P<attempt>.+)-(?P<seq>\d+)(?:-c(?P<gen>\d+))?\.jsonl$")
 DEFAULT_PART_SIZE = 1000
 DEFAULT_FLUSH_SECONDS = 10.0
-_RESPONSE_EXCLUDE = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
 
 
-# ---------------------------------------------------------------------------- records
-
-
-def response_record(key: str, response: Any) -> dict[str, Any]:
-    """``{"key", "response"}``; ``response`` is a REST-JSON dict or a ``GenerateContentResponse``."""
-    if hasattr(response, "model_dump"):
-        response = response.model_dump(
-            mode="json", by_alias=True, exclude_none=True, exclude=_RESPONSE_EXCLUDE
-        )
-    return {"key": key, "response": response}
-
-
-def error_record(key: str, *, code: int | None, status: str | None, message: str) -> dict[str, Any]:
-    """``{"key", "error": {"code", "status", "message"}}`` as a batch job reports a failed request."""
-    return {"key": key, "error": {"code": code, "status": status, "message": message}}
+# ---------------------------------------------------------------------------- reading lines back
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
