@@ -42,8 +42,6 @@ PROBE_STEP = 0.05  # each quiet window raises a learned limit by this share
 CHARS_PER_TOKEN = 4  # a prompt's token estimate; the response's usage corrects it
 FILE_TOKENS = 258  # a fileData part's estimate (one image's worth)
 
-_TOKEN_WORDS = ("token",)
-
 
 @dataclasses.dataclass(frozen=True)
 class QuotaLimits:
@@ -166,11 +164,7 @@ class Pacer:
         self.clock = clock
         # Tokens every request carries besides its prompt: the cache, unless the quota skips it.
         # Unknown until the first answer says, when the caller could not tell.
-        self.base_tokens: float | None = (
-            (cache_tokens if limits.counts_cached else 0)
-            if (cache_tokens is not None or not limits.counts_cached)
-            else None
-        )
+        self.base_tokens: float | None = cache_tokens if limits.counts_cached else 0
         self.log = _Log(self.window + max(self.window * WINDOW_MARGIN, MIN_MARGIN_SECONDS))
         self.adaptive = not limits.given
         self.rpm: float | None = float(limits.rpm) if limits.rpm else None
@@ -327,7 +321,7 @@ def _quota_kind(quota_id: str | None) -> str | None:
     if not quota_id:
         return None
     text = quota_id.lower()
-    if any(word in text for word in _TOKEN_WORDS):
+    if "token" in text:
         return "tpm"
     if "request" in text:
         return "rpm"
