@@ -37,8 +37,8 @@ def airflow(*args: str, env: dict[str, str], log: Path) -> None:
         raise SystemExit(f"demo: `airflow {' '.join(args)}` failed ({done.returncode}); log {log}:\n{tail}")
 
 
-def read_results(home: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The create task's facts and each mapped ask's results, from the run's XCom rows."""
+def read_results(home: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any]]:
+    """The create task's facts, each mapped ask's results and every task's cost report (XCom)."""
     os.environ["AIRFLOW_HOME"] = str(home)
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -49,7 +49,9 @@ def read_results(home: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         asks = sorted(
             (row.map_index, row.value) for row in rows if row.task_id == "ask" and row.key == "return_value"
         )
-    return created, [value for _, value in asks]
+        costs = [row.value for row in rows if row.key == "cost"]
+    answers = [value for _, value in asks]
+    return created, answers, costs + [ask.get("cost") for ask in answers]
 
 
 def main() -> int:
@@ -77,7 +79,10 @@ def main() -> int:
         print(f"running:      airflow dags test {DAG_ID}")
         airflow("dags", "test", DAG_ID, env=env, log=log)
 
-        created, asks = read_results(home)
+        created, asks, costs = read_results(home)
+        # Imported after read_results: it imports Airflow, which must see this AIRFLOW_HOME first.
+        from airflow_provider_ctxcache.costs import bill_table
+
         print(
             f"\ncache {created.get('return_value')}: "
             f"{created.get('token_count')} tokens of {created.get('model')}\n"
@@ -98,6 +103,7 @@ def main() -> int:
             f"\ncached tokens: {cached_total} of {prompt_total} prompt tokens ({share:.0%}) "
             "at the cached rate"
         )
+        print(f"\n{bill_table(costs, title='The run')}")
         left = emulator.admin.state()["caches"]
         print(f"caches left on the emulator after the teardown: {len(left)}")
         return 0 if not left and asks else 1

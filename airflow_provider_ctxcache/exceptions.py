@@ -49,6 +49,10 @@ class CacheTooSmallError(CtxCacheConfigError):
         )
 
 
+class CacheNotWorthItError(AirflowFailException, CtxCacheError):
+    """The break-even advisor found the cache would cost more than it saves (``if_not_worth_it="fail"``)."""
+
+
 class ForbiddenWithCacheError(CtxCacheConfigError):
     """A request set system_instruction, tools or tool_config next to cachedContent."""
 

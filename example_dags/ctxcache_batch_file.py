@@ -6,7 +6,9 @@ local or ``gs://``) and want them answered against a cache, spread over several 
 ``shard_input`` splits the file; each mapped ``ask`` instance streams one shard and writes
 batch-output lines (``{"key", "response"}`` / ``{"key", "error"}``) under its own output prefix,
 so a retried or re-run shard skips the keys it already answered. The cache is kept alive while
-work remains and deleted by the teardown at the end.
+work remains and deleted by the teardown at the end. ``create_cache`` reads the file first:
+a bad line fails the run before anything is paid for, and a re-run whose keys are all answered
+creates no cache (it and ``ask`` are skipped).
 
 Quotas are per project and per model, so the shards running at once share them: give the
 project's limits as ``rpm_limit`` / ``tpm_limit`` (0 = let each shard adapt to its 429s) and
@@ -72,6 +74,10 @@ with DAG(
         ttl="1h",
         display_name="ctxcache_batch_file",
         allowed_roots=[SAMPLE_DIR],
+        # Checked and counted before the cache is paid for: a bad line fails here, and a file whose
+        # keys all have answers under output_uri (shard folders included) creates no cache at all.
+        input_uri="{{ params.input_uri }}",
+        output_uri="{{ params.output_uri }}",
     )
 
     @task

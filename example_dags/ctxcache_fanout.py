@@ -69,6 +69,8 @@ with DAG(
         ttl="{{ params.ttl }}",
         display_name="ctxcache_fanout",
         allowed_roots=[SAMPLE_DIR],
+        # For the break-even advice in the log before anything is paid for.
+        expected_requests="{{ params.prompts | length }}",
     )
 
     @task

@@ -4,7 +4,9 @@
 past days. ``reuse="content"`` makes every run with the same model and content find the live
 cache instead of paying for a new one; each run extends its life while it works; the expiry
 sensor (deferrable: it holds no worker slot) waits until the cache is about to expire, and the
-final cleanup deletes it then, so the last run to finish stops the storage bill.
+final cleanup deletes it then, so the last run to finish stops the storage bill. The cost
+reports add up across runs: only the creating run's ``create_cache`` is charged the creation,
+each ``ask`` its own requests, and the task that deletes the cache its whole storage.
 
 Shape: ``create_cache`` (reuse by content) -> ``extend_cache`` -> ``ask`` -> ``wait_for_expiry``
 -> ``final_cleanup``. The questions are templated with the run's day (``ds``), so a backfill asks each
@@ -29,6 +31,10 @@ from airflow_provider_ctxcache.sensors import CacheExpirySensor
 SAMPLE_DIR = str(resources.files("airflow_provider_ctxcache") / "data")
 # The run's day: its logical date, or when it was queued for a run triggered without one.
 REPORT_DAY = "{{ (logical_date or dag_run.run_after) | ds }}"
+PROMPTS = [
+    f"For the report of {REPORT_DAY}: how many days does the Customer have to pay an invoice?",
+    f"For the report of {REPORT_DAY}: what availability must the pipelines reach?",
+]
 
 with DAG(
     dag_id="ctxcache_shared_daily",
@@ -58,6 +64,9 @@ with DAG(
         min_remaining_ttl="{{ params.min_remaining_ttl }}",
         display_name="ctxcache_shared_daily",
         allowed_roots=[SAMPLE_DIR],
+        # The day's questions: checked before the cache is paid for, and counted for the
+        # break-even advice in the log (a creating run only; a reusing one pays no creation).
+        prompts=PROMPTS,
         # One create at a time across all runs: concurrent backfill runs would otherwise each
         # look for a live cache at the same moment, find none, and create one each. In turn,
         # the second run finds the first run's cache and reuses it.
@@ -70,10 +79,7 @@ with DAG(
         task_id="ask",
         cache_name=create_cache.output,
         model="{{ params.model }}",
-        prompts=[
-            f"For the report of {REPORT_DAY}: how many days does the Customer have to pay an invoice?",
-            f"For the report of {REPORT_DAY}: what availability must the pipelines reach?",
-        ],
+        prompts=PROMPTS,
     )
     wait_for_expiry = CacheExpirySensor(
         task_id="wait_for_expiry",

@@ -1,67 +1,54 @@
-"""The cost ledger: price table, overrides, and the with-cache / online / batch comparison."""
+"""Prices, the ledger's arithmetic and the reports: the figures a bill would show."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from airflow_provider_ctxcache.costs import (
-    BATCH_DISCOUNT,
+    LONG_CONTEXT_TOKENS,
     PRICES,
-    CostReport,
     ModelPrice,
-    cost_report,
+    RequestTotals,
+    add_up,
+    baselines,
+    bill_table,
+    creation_charge,
+    creation_report,
+    fanout_report,
     find_price,
+    no_charge_report,
     price_for,
     readable_duration,
-    report_for_usage,
+    request_charges,
+    storage_charge,
+    storage_report,
 )
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.records import Usage
 
 FLASH = PRICES["gemini-2.5-flash"]
-CENT = 0.005  # "to the cent": within half a cent; the hand-computed figures are exact anyway
+PRO = PRICES["gemini-2.5-pro"]
 
 
-# Worked example: 10,000 requests on gemini-2.5-flash against a 100,000-token cache held 2 hours,
-# each request adding 50 uncached prompt tokens and producing 200 output tokens.
-#   prompt tokens  = 10,000 x (100,000 + 50)      = 1,000,500,000 (includes the cached ones)
-#   cached tokens  = 10,000 x 100,000             = 1,000,000,000
-#   output tokens  = 10,000 x 200                 =     2,000,000
-#   uncached input =       500,000 x $0.30 / 1M   = $  0.15
-#   cached input   = 1,000,000,000 x $0.03 / 1M   = $ 30.00
-#   output         =     2,000,000 x $2.50 / 1M   = $  5.00
-#   storage        = 100,000 x $1.00 / 1M x 2 h   = $  0.20
-#   creation       = 100,000 x $0.30 / 1M         = $  0.03
-#   with cache                                    = $ 35.38
-#   without cache  = 1,000,500,000 x $0.30 / 1M + $5.00 = $300.15 + $5.00 = $305.15
-#   batch          = $305.15 x 0.5                = $152.575
-#   saved vs online = $269.77 (88.41%); saved vs batch = $117.195 (76.81%)
-#   break-even vs online: each request saves 100,000 x ($0.30 - $0.03) / 1M = $0.027 against the
-#     fixed $0.23 (storage + creation): 0.23 / 0.027 = 8.5 -> 9 requests.
-#   break-even vs batch: batch costs $0.0152575 a request, the cache $0.003515 a request (variable
-#     part), so each saves $0.0117425: 0.23 / 0.0117425 = 19.6 -> 20 requests.
-def worked_example(**changes: Any) -> CostReport:
-    args: dict[str, Any] = {
-        "model": "gemini-2.5-flash",
-        "price": FLASH,
-        "requests": 10_000,
-        "prompt_tokens": 10_000 * 100_050,
-        "cached_tokens": 10_000 * 100_000,
-        "output_tokens": 10_000 * 200,
-        "cache_tokens": 100_000,
-        "storage_hours": 2.0,
-    }
-    args.update(changes)
-    return cost_report(**args)
-
-
-def one_request_long_storage() -> CostReport:
-    return worked_example(
-        requests=1, prompt_tokens=100_050, cached_tokens=100_000, output_tokens=200, storage_hours=10.0
-    )
+def requests(
+    n: int, *, prompt: int, cached: int, output: int, thoughts: int = 0, tool: int = 0
+) -> RequestTotals:
+    totals = RequestTotals()
+    for _ in range(n):
+        totals.add(
+            Usage(
+                prompt_token_count=prompt,
+                cached_content_token_count=cached,
+                candidates_token_count=output,
+                thoughts_token_count=thoughts,
+                tool_use_prompt_token_count=tool,
+            )
+        )
+    return totals
 
 
 # ---- the table -----------------------------------------------------------------------------------
@@ -91,9 +78,9 @@ def test_versioned_lite_resolves_to_lite_not_flash() -> None:
 def test_table_holds_the_documented_figures() -> None:
     assert PRICES["gemini-2.5-flash"] == ModelPrice(0.30, 0.03, 2.50, 1.00)
     assert PRICES["gemini-2.5-flash-lite"] == ModelPrice(0.10, 0.01, 0.40, 1.00)
-    assert PRICES["gemini-2.5-pro"] == ModelPrice(1.25, 0.125, 10.00, 4.50)
+    assert PRICES["gemini-2.5-pro"] == ModelPrice(1.25, 0.125, 10.00, 4.50, 2.50, 0.25, 15.00)
     assert PRICES["gemini-2.0-flash"] == ModelPrice(0.10, 0.025, 0.40, 1.00)
-    assert PRICES["gemini-3.1-pro-preview"] == ModelPrice(2.00, 0.20, 12.00, 4.50)
+    assert PRICES["gemini-3.1-pro-preview"] == ModelPrice(2.00, 0.20, 12.00, 4.50, 4.00, 0.40, 18.00)
     assert "gemini-3-pro-preview" not in PRICES  # shut down on 2026-03-09
     assert PRICES["gemini-3-flash-preview"] == ModelPrice(0.50, 0.05, 3.00, 1.00)
 
@@ -221,150 +208,254 @@ def test_two_keys_naming_the_same_model_are_refused() -> None:
         price_for("gemini-2.5-flash", overrides)
 
 
-# ---- the report ----------------------------------------------------------------------------------
+# ---- tiers, batch and sources -------------------------------------------------------------------
 
 
-def test_worked_example_matches_to_the_cent_in_every_component() -> None:
-    report = worked_example()
-    assert report.breakdown == {
-        "uncached_input": pytest.approx(0.15, abs=CENT),
-        "cached_input": pytest.approx(30.00, abs=CENT),
-        "output": pytest.approx(5.00, abs=CENT),
-        "storage": pytest.approx(0.20, abs=CENT),
-        "creation": pytest.approx(0.03, abs=CENT),
+def test_a_prompt_of_exactly_200k_tokens_is_in_the_standard_tier() -> None:
+    assert PRO.rates(LONG_CONTEXT_TOKENS).input == 1.25
+    assert PRO.rates(LONG_CONTEXT_TOKENS + 1).input == 2.50
+
+
+def test_a_model_with_one_tier_keeps_its_rates_over_200k() -> None:
+    assert FLASH.rates(1_000_000) == FLASH.rates(10)
+
+
+def test_the_higher_tier_can_be_overridden() -> None:
+    price = price_for("gemini-2.5-pro", {"input_per_million_above_200k": 3.0})
+    assert price.rates(300_000).input == 3.0
+    assert price.rates(300_000).cached_input == 0.25
+
+
+def test_batch_discount_can_be_overridden_and_is_a_share() -> None:
+    assert price_for("gemini-2.5-flash", {"batch_discount": 0.6}).batch_share == pytest.approx(0.4)
+    with pytest.raises(CtxCacheConfigError, match=r"^prices\.batch_discount: "):
+        price_for("gemini-2.5-flash", {"batch_discount": 1.5})
+
+
+def test_every_table_row_says_where_its_figures_come_from_and_when() -> None:
+    for name, price in PRICES.items():
+        assert re.search(r"pricing.*20\d\d", price.source), name
+
+
+def test_an_override_says_so_in_the_source() -> None:
+    assert price_for("gemini-2.5-flash", {"output_per_million": 3}).source.endswith("with overrides")
+
+
+# ---- the ledger: worked example --------------------------------------------------------------------
+# 10,000 requests on gemini-2.5-flash against a 100,000-token cache held 2 hours, each request adding
+# 50 uncached prompt tokens and producing 200 output tokens.
+#   uncached input =       500,000 x $0.30 / 1M   = $  0.15
+#   cached input   = 1,000,000,000 x $0.03 / 1M   = $ 30.00
+#   output         =     2,000,000 x $2.50 / 1M   = $  5.00
+#   creation       =       100,000 x $0.30 / 1M   = $  0.03  (charged to the task that created it)
+#   storage        = 100,000 x $1.00 / 1M x 2 h   = $  0.20  (charged to the task that ended it)
+#   online, no cache       = 1,000,500,000 x $0.30 / 1M + $5.00            = $305.15
+#   online, implicit best  = $35.15 + the first request's 100,000 x ($0.30 - $0.03) / 1M = $35.177
+#   batch, no cache        = $305.15 x 0.5                                  = $152.575
+#   Vertex batch, implicit = 0.5 x ($0.15 + $5.00) + $30.00 + 100,000 x ($0.15 - $0.03) / 1M = $32.587
+WORKED = requests(10_000, prompt=100_050, cached=100_000, output=200)
+
+
+def flash_report(totals: RequestTotals = WORKED, **changes: Any) -> Any:
+    """A fan-out report on gemini-2.5-flash against a 100,000-token cache held 2 hours."""
+    arguments: dict[str, Any] = {
+        "model": "gemini-2.5-flash",
+        "cache_name": "cachedContents/a",
+        "price": FLASH,
+        "cache_tokens": 100_000,
+        "creation": True,
+        "cache_seconds": 7200,
     }
-    assert report.with_cache == pytest.approx(35.38, abs=CENT)
-    assert report.without_cache == pytest.approx(305.15, abs=CENT)
-    assert report.batch == pytest.approx(152.575, abs=1e-9)
-    assert report.saved_vs_online == pytest.approx(269.77, abs=CENT)
-    assert report.saved_vs_online_percent == pytest.approx(88.41, abs=0.005)
-    assert report.saved_vs_batch == pytest.approx(117.195, abs=1e-9)
-    assert report.saved_vs_batch_percent == pytest.approx(76.81, abs=0.005)
+    arguments.update(changes)
+    return fanout_report(totals, **arguments)
 
 
-def test_batch_is_half_of_online_without_cache() -> None:
-    report = one_request_long_storage()
-    assert BATCH_DISCOUNT == 0.5
-    assert report.batch == pytest.approx(report.without_cache / 2)
+def test_worked_example_request_charges() -> None:
+    assert request_charges(WORKED, FLASH) == pytest.approx(
+        {"uncached_input": 0.15, "cached_input": 30.00, "output": 5.00}
+    )
 
 
-def test_savings_are_negative_for_one_request_with_ten_hours_of_storage() -> None:
-    report = one_request_long_storage()
-    # with cache: 0.000015 + 0.003 + 0.0005 + 1.00 storage + 0.03 creation = $1.033515
-    # without:    100,050 x $0.30 / 1M + $0.0005 = $0.030515
-    assert report.with_cache == pytest.approx(1.033515)
-    assert report.without_cache == pytest.approx(0.030515)
-    assert report.saved_vs_online == pytest.approx(-1.003)
-    assert report.saved_vs_online_percent is not None
-    assert report.saved_vs_online_percent < 0
-    assert report.saved_vs_batch < 0
+def test_worked_example_creation_and_storage() -> None:
+    assert creation_charge(100_000, FLASH) == pytest.approx(0.03)
+    assert storage_charge(100_000, 2 * 3600, FLASH) == pytest.approx(0.20)
 
 
-def test_break_even_of_the_worked_example() -> None:
-    report = worked_example()
-    assert report.break_even_requests == 9
-    assert report.break_even_requests_vs_batch == 20
+def test_worked_example_baselines() -> None:
+    assert baselines(WORKED, FLASH) == pytest.approx(
+        {
+            "online_no_cache": 305.15,
+            "online_implicit_best": 35.177,
+            "batch_no_cache": 152.575,
+            "vertex_batch_implicit_best": 32.587,
+        }
+    )
 
 
-def test_break_even_is_the_first_request_count_where_the_cache_pays() -> None:
-    def at(n: int) -> CostReport:
-        return worked_example(
-            requests=n, prompt_tokens=n * 100_050, cached_tokens=n * 100_000, output_tokens=n * 200
-        )
-
-    n = worked_example().break_even_requests
-    assert n is not None
-    assert at(n).saved_vs_online >= 0 > at(n - 1).saved_vs_online
-
-
-def test_break_even_is_none_when_cached_input_costs_as_much_as_input() -> None:
-    no_discount = ModelPrice(0.30, 0.30, 2.50, 1.00)
-    report = worked_example(price=no_discount)
-    assert report.break_even_requests is None
-    assert report.break_even_requests_vs_batch is None
-
-
-def test_break_even_is_none_without_requests() -> None:
-    report = worked_example(requests=0, prompt_tokens=0, cached_tokens=0, output_tokens=0)
-    assert report.break_even_requests is None
-    assert report.saved_vs_online_percent is None
-
-
-def test_excluding_creation_leaves_it_out_of_the_total() -> None:
-    report = worked_example(include_creation=False)
-    assert report.breakdown["creation"] == 0.0
-    assert report.with_cache == pytest.approx(35.35, abs=CENT)
-
-
-def test_report_uses_the_table_price_when_none_is_given() -> None:
-    report = worked_example(model="models/gemini-2.5-flash-001", price=None)
-    assert report.price == FLASH
-    assert report.model == "gemini-2.5-flash-001"
+def test_thoughts_bill_as_output_and_tool_use_tokens_as_input() -> None:
+    totals = requests(1, prompt=1_000, cached=800, output=100, thoughts=50, tool=30)
+    charges = request_charges(totals, FLASH)
+    assert charges["uncached_input"] == pytest.approx((200 + 30) * 0.30 / 1e6)
+    assert charges["output"] == pytest.approx((100 + 50) * 2.50 / 1e6)
 
 
 def test_more_cached_than_prompt_tokens_gives_no_negative_input() -> None:
-    report = worked_example(prompt_tokens=10, cached_tokens=20)
-    assert report.breakdown["uncached_input"] == 0.0
+    totals = requests(1, prompt=100, cached=150, output=0)
+    assert request_charges(totals, FLASH)["uncached_input"] == 0.0
 
 
-def test_negative_counts_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"^storage_hours: "):
-        worked_example(storage_hours=-1)
+# A 300,000-token cache on gemini-2.5-pro puts every request over 200k: 2.50 / 0.25 / 15.00.
+#   one request of 300,050 prompt tokens (300,000 cached) and 200 output tokens:
+#   uncached 50 x 2.50 + cached 300,000 x 0.25 + output 200 x 15.00 = 0.000125 + 0.075 + 0.003 = 0.078125
+#   at the standard rates it would read 0.0000625 + 0.0375 + 0.002 = 0.0395625: about half.
+def test_a_cache_over_200k_puts_each_request_in_the_higher_tier() -> None:
+    totals = requests(1, prompt=300_050, cached=300_000, output=200)
+    assert sum(request_charges(totals, PRO).values()) == pytest.approx(0.078125)
+    assert totals.to_dict()["requests_above_200k"] == 1
 
 
-def test_report_for_usage_bills_thoughts_as_output() -> None:
-    usage = Usage(
-        prompt_token_count=100_050,
-        cached_content_token_count=100_000,
-        candidates_token_count=150,
-        thoughts_token_count=50,
+def test_the_creation_of_a_cache_over_200k_is_at_the_higher_input_rate() -> None:
+    assert creation_charge(300_000, PRO) == pytest.approx(300_000 * 2.50 / 1e6)
+
+
+def test_storage_has_one_rate_whatever_the_size() -> None:
+    assert storage_charge(300_000, 3600, PRO) == pytest.approx(300_000 * 4.50 / 1e6)
+
+
+def test_requests_are_priced_each_in_its_own_tier() -> None:
+    totals = requests(1, prompt=300_000, cached=0, output=0)
+    totals.merge(requests(1, prompt=100_000, cached=0, output=0))
+    assert request_charges(totals, PRO)["uncached_input"] == pytest.approx(0.75 + 0.125)
+
+
+def test_explicit_caching_never_beats_implicit_at_its_best_when_creation_is_charged() -> None:
+    for n in (1, 10, 10_000):
+        totals = requests(n, prompt=100_050, cached=100_000, output=200)
+        explicit = sum(request_charges(totals, FLASH).values()) + creation_charge(100_000, FLASH)
+        assert explicit > baselines(totals, FLASH)["online_implicit_best"]
+
+
+# ---- reports -------------------------------------------------------------------------------------
+
+
+def test_a_fanout_report_charges_only_its_requests() -> None:
+    report = flash_report()
+    out = report.to_dict()
+    assert out["charged"] == pytest.approx({"uncached_input": 0.15, "cached_input": 30.0, "output": 5.0})
+    assert out["total"] == pytest.approx(35.15)
+    assert out["cache_fixed"] == pytest.approx({"creation": 0.03, "storage": 0.20})
+    assert out["explicit_all_in"] == pytest.approx(35.38)
+    assert out["saved_vs"]["online_no_cache"] == pytest.approx(305.15 - 35.38)
+    assert out["saved_vs"]["batch_no_cache"] == pytest.approx(152.575 - 35.38)
+
+
+def test_a_fanout_report_table_uses_one_number_of_decimals() -> None:
+    report = flash_report(
+        requests(2, prompt=2_150, cached=2_100, output=30), cache_tokens=2_100, cache_seconds=12
     )
-    report = report_for_usage(
-        usage, model="gemini-2.5-flash", requests=1, cache_tokens=100_000, storage_hours=10.0
+    amounts = re.findall(r"-?\d+\.(\d+)(?!\s*(?:s|min|h)\b)", report.table().split("\n", 2)[2])
+    assert amounts
+    assert {len(decimals) for decimals in amounts} == {6}
+
+
+def test_a_report_for_a_model_without_a_price_gives_tokens_and_says_price_unknown() -> None:
+    report = flash_report(
+        requests(3, prompt=2_150, cached=2_100, output=30),
+        model="gemini-9-ultra",
+        price=find_price("gemini-9-ultra"),
+        cache_tokens=2_100,
+        cache_seconds=12,
     )
-    assert report.output_tokens == 200
-    assert report == one_request_long_storage()
+    out = report.to_dict()
+    assert out["price"] == "price unknown"
+    assert out["total"] is None
+    assert out["tokens"]["requests"] == 3
+    assert "price unknown for gemini-9-ultra" in report.table()
+    assert not re.search(r"\d\.\d{4}", report.table())
 
 
-def test_to_dict_is_json_serialisable() -> None:
-    data = json.loads(json.dumps(worked_example().to_dict()))
-    assert data["with_cache"] == 35.38
-    assert data["batch"] == 152.575
-    assert data["breakdown"]["storage"] == 0.2
-    assert data["break_even_requests"] == 9
-    assert data["price"]["cached_input_per_million"] == 0.03
-
-
-def test_table_contains_the_three_rows_with_amounts_and_savings() -> None:
-    text = worked_example().table()
-    lines = text.splitlines()
-    assert any(line.startswith("with cache") and line.endswith("35.38") for line in lines)
-    assert any(
-        line.startswith("without cache (online)") and "305.15" in line and "88.41%" in line for line in lines
+def test_a_creation_report_charges_the_creator_only() -> None:
+    created = creation_report(
+        model="gemini-2.5-flash", cache_name="c", price=FLASH, cache_tokens=100_000, created=True
     )
-    assert any(
-        line.startswith("batch (no cache)") and "152.58" in line and "76.81%" in line for line in lines
+    reused = creation_report(
+        model="gemini-2.5-flash", cache_name="c", price=FLASH, cache_tokens=100_000, created=False
     )
-    assert "storage" in text
-    assert "creation" in text
+    assert created.to_dict()["charged"] == pytest.approx({"creation": 0.03})
+    assert reused.to_dict()["charged"] == {"creation": 0.0}
+    assert "reused" in reused.table()
+
+
+def test_a_storage_report_prices_the_whole_life() -> None:
+    report = storage_report(
+        model="gemini-2.5-flash",
+        cache_name="c",
+        price=FLASH,
+        cache_tokens=100_000,
+        seconds=5400,
+        how="deleted",
+    )
+    assert report.to_dict()["charged"] == pytest.approx({"storage": 0.15})
+    assert "held 1.5 h" in report.table()
+
+
+def test_a_no_charge_report_is_zero_and_says_why() -> None:
+    out = no_charge_report(model="", cache_name="c", reason="already gone").to_dict()
+    assert out["total"] == 0.0
+    assert out["notes"] == ["already gone"]
+
+
+def test_report_amounts_survive_json() -> None:
+    report = flash_report(cache_name="c", creation=False, cache_seconds=0)
+    assert json.loads(json.dumps(report.to_dict())) == report.to_dict()
 
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(0.1587, "0.16 s"), (42.4, "42 s"), (450, "7.5 min"), (7200, "2 h"), (4500, "1.25 h")],
+    [(0.27, "0.27 s"), (42, "42 s"), (450, "7.5 min"), (7200, "2 h"), (4500, "1.25 h")],
 )
 def test_durations_read_in_seconds_minutes_or_hours(seconds: float, shown: str) -> None:
     assert readable_duration(seconds) == shown
 
 
-def test_a_short_run_shows_its_storage_time_in_seconds_not_in_scientific_hours() -> None:
-    report = cost_report(
-        model="gemini-2.5-flash",
-        requests=1,
-        prompt_tokens=2100,
-        cached_tokens=2000,
-        output_tokens=10,
-        cache_tokens=2000,
-        storage_hours=0.27 / 3600,
+# ---- adding up a run -----------------------------------------------------------------------------
+
+
+def shard_report(n: int) -> dict[str, Any]:
+    return flash_report(
+        requests(n, prompt=100_050, cached=100_000, output=200), cache_name="c", cache_seconds=3600
+    ).to_dict()
+
+
+def test_a_run_adds_up_what_its_tasks_were_charged() -> None:
+    creation = creation_report(
+        model="gemini-2.5-flash", cache_name="c", price=FLASH, cache_tokens=100_000, created=True
     )
-    assert "held 0.27 s" in report.table().splitlines()[0]
+    storage = storage_report(
+        model="gemini-2.5-flash", cache_name="c", price=FLASH, cache_tokens=100_000, seconds=3600, how="x"
+    )
+    bill = add_up([creation.to_dict(), shard_report(3), shard_report(2), storage.to_dict()])
+    # 5 requests: 5 x (50 x 0.30 + 100,000 x 0.03 + 200 x 2.50) / 1M = 5 x 0.003515 = 0.017575;
+    # creation 0.03; storage 0.10
+    assert bill["requests"] == 5
+    assert bill["total"] == pytest.approx(0.017575 + 0.03 + 0.10)
+    assert bill["charged"]["creation"] == pytest.approx(0.03)
+
+
+def test_adding_up_shards_counts_the_implicit_first_miss_once() -> None:
+    two_shards = add_up([shard_report(3), shard_report(2)])
+    one_task = add_up([shard_report(5)])
+    assert two_shards["baselines"] == pytest.approx(one_task["baselines"])
+
+
+def test_a_run_with_an_unpriced_task_has_no_total() -> None:
+    unknown = flash_report(
+        requests(1, prompt=3000, cached=2100, output=5),
+        model="gemini-9-ultra",
+        cache_name="c",
+        price=None,
+        cache_tokens=2100,
+        cache_seconds=1,
+    ).to_dict()
+    assert add_up([shard_report(1), unknown])["total"] is None
+    assert "price unknown" in bill_table([unknown])

@@ -123,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         lifespan="off",
+        date_header=False,  # the app sends Date on its own clock
     )
     server = _Server(config)
     try:

@@ -21,6 +21,7 @@ import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,11 +29,12 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, batch, files, generate
 from .api import Call
 from .auth import check_developer, check_vertex, token_endpoint
+from .clock import NANOS, Clock
 from .errors import ApiError, invalid_argument, not_found
 from .faults import RESET_STATUS, ConnectionReset, FaultConfig
 from .state import EmulatorState
@@ -122,6 +124,9 @@ def _endpoint(
                     check_developer(request, state.api_key)
                 call = Call.developer(state, params["version"])
             if state.faults.active:
+                skip = state.faults.clock_skip(op)
+                if skip:
+                    state.clock.advance(skip)
                 fault = await state.faults.apply(op, call.backend)
                 if fault is not None:
                     raise fault
@@ -253,6 +258,28 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
     app.add_route("/oauth2/token", oauth_token, methods=["POST"])
 
 
+class ServerDate:
+    """Every answer carries ``Date`` on the emulator's clock (which tests move), as Google's do."""
+
+    def __init__(self, app: ASGIApp, clock: Clock) -> None:
+        self.app = app
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_date(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                date = formatdate(self.clock.now_ns() / NANOS, usegmt=True).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", date)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_date)
+
+
 def create_app(*, api_key: str | None = None, min_tokens: Mapping[str, int] | None = None) -> FastAPI:
     """Build an emulator app with its own empty state.
 
@@ -263,6 +290,7 @@ def create_app(*, api_key: str | None = None, min_tokens: Mapping[str, int] | No
     state = EmulatorState(api_key=api_key, min_tokens=min_tokens)
     app = FastAPI(title="ctxcache Gemini emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.emulator = state
+    app.add_middleware(ServerDate, clock=state.clock)
     _add_admin_routes(app, state)
 
     for path, method, op, handler in _API_ROUTES:

@@ -17,11 +17,18 @@ generateContent quotas ``rpm_limit`` and ``tpm_limit`` over a sliding window of
 expired before it answers 404 like for one that never existed, and ``deleted_state_s``
 (default 0: off), how long Vertex answers 400 "Invalid resource state for cache content." for
 a cache that was deleted, as it sometimes does while a deletion completes.
+
+``clock_skip_s`` moves the emulator's clock forward by that many seconds before each request
+whose op is in ``ops``, as if that long had passed since the previous one: with
+``ops=["delete_cache"]`` a cache a test holds for seconds has lived for hours when it is deleted,
+which is how tests check storage bills to 0.1% without waiting (the server's ``Date`` header
+follows the clock).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -69,6 +76,7 @@ class FaultConfig:
     quota_window_s: float = DEFAULT_QUOTA_WINDOW_S
     expired_grace_s: float = DEFAULT_EXPIRED_GRACE_S
     deleted_state_s: float = 0.0
+    clock_skip_s: float = 0.0
     seed: int | None = None
     ops: tuple[str, ...] = API_OPS
 
@@ -93,6 +101,7 @@ class FaultConfig:
                 quota_window_s=float(body.get("quota_window_s", DEFAULT_QUOTA_WINDOW_S)),
                 expired_grace_s=float(body.get("expired_grace_s", DEFAULT_EXPIRED_GRACE_S)),
                 deleted_state_s=float(body.get("deleted_state_s") or 0),
+                clock_skip_s=float(body.get("clock_skip_s") or 0),
                 seed=None if body.get("seed") is None else int(body["seed"]),
                 ops=tuple(body.get("ops") or API_OPS),
             )
@@ -112,11 +121,14 @@ class FaultConfig:
             config.tpm_limit,
             config.expired_grace_s,
             config.deleted_state_s,
+            config.clock_skip_s,
         )
+        if not all(math.isfinite(value) for value in (*non_negative, config.quota_window_s)):
+            raise invalid_argument("faults: every number must be finite")
         if min(non_negative) < 0:
             raise invalid_argument(
-                "faults: latency_ms, retry_delay_s, rpm_limit, tpm_limit, expired_grace_s and "
-                "deleted_state_s must be >= 0"
+                "faults: latency_ms, retry_delay_s, rpm_limit, tpm_limit, expired_grace_s, "
+                "deleted_state_s and clock_skip_s must be >= 0"
             )
         if not config.quota_window_s > 0:
             raise invalid_argument("faults: quota_window_s must be > 0")
@@ -160,7 +172,13 @@ class FaultInjector:
     def active(self) -> bool:
         """Whether anything at all is injected (the fast path skips everything when not)."""
         c = self.config
-        return bool(c.latency_ms or c.error_rate_429 or c.error_rate_503 or c.error_rate_reset)
+        return bool(
+            c.latency_ms or c.error_rate_429 or c.error_rate_503 or c.error_rate_reset or c.clock_skip_s
+        )
+
+    def clock_skip(self, op: str) -> float:
+        """Seconds the clock moves forward before this request (0: none)."""
+        return self.config.clock_skip_s if op in self.config.ops else 0.0
 
     async def apply(self, op: str, backend: str) -> ApiError | ConnectionReset | None:
         """Delay the request and return the error to answer with (or the reset), if any."""

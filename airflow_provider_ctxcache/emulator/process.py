@@ -83,7 +83,8 @@ class EmulatorAdmin:
         ``quota_window_s`` seconds (default 60); 0 means no limit. ``expired_grace_s`` (default
         300): how long Vertex answers 400 "Cache content N is expired." before 404;
         ``deleted_state_s`` (default 0): how long it answers 400 "Invalid resource state for cache
-        content." for a deleted cache before 404.
+        content." for a deleted cache before 404. ``clock_skip_s``: the clock moves forward this far
+        before each request of an op in ``ops`` (e.g. hours of a cache's life before its delete).
         Returns the whole config as the emulator now holds it.
         """
         result: dict[str, Any] = self._call("POST", "faults", config)

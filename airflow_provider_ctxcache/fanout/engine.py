@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_ctxcache.costs.ledger import RequestTotals
 from airflow_provider_ctxcache.exceptions import (
     CacheNotFoundError,
     CtxCacheApiError,
@@ -114,6 +115,7 @@ class FanoutSummary:
     quota_waits: int = 0
     keep_alive_extensions: int = 0
     usage: Usage = field(default_factory=Usage)
+    billing: RequestTotals = field(default_factory=RequestTotals)  # the same usage, per price tier
     elapsed_seconds: float = 0.0
     peak_in_flight: int = 0
     max_concurrency: int = 0
@@ -164,6 +166,7 @@ class FanoutResult:
             s.succeeded += 1
             if result.usage is not None:
                 s.usage.add(result.usage)
+                s.billing.add(result.usage)
         else:
             s.failed += 1
             if len(self.first_failures) < FAILURES_KEPT:

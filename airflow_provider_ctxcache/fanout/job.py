@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from airflow_provider_ctxcache.costs import ModelPrice, find_price, report_for_usage
+from airflow_provider_ctxcache.costs import ModelPrice, fanout_report, find_price
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, run_fanout
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
@@ -44,7 +44,6 @@ class FanoutJob:
     output_part_size: int = 1000
     xcom_results_limit: int = 100
     prices: Any = None
-    include_creation: bool = True
     logger: Any = None
     result: FanoutResult | None = dataclasses.field(default=None, init=False)
 
@@ -129,7 +128,6 @@ class FanoutJob:
             options = dataclasses.replace(self.options, total=total - skipped, keep_results=sink is None)
             self._log("Quota: %s", options.quota.describe())
             remaining = (r for r in self._requests(source) if r.key not in answered)
-            started = time.monotonic()
             result = asyncio.run(
                 run_fanout(
                     self.hook,
@@ -144,7 +142,6 @@ class FanoutJob:
                     cache_tokens=cache_tokens,
                 )
             )
-            hours = (time.monotonic() - started) / 3600
             self.result = result
         finally:
             if sink is not None:
@@ -153,7 +150,7 @@ class FanoutJob:
             dropped = sink.compact()
             if dropped:
                 self._log("Output compacted: %d superseded lines removed", dropped)
-        report = self._cost(model, price, result, cache_tokens, hours)
+        report = self._cost(model, price, result, cache_tokens, cache.create_time)
         return {
             "cache_name": self.cache_name,
             "model": model,
@@ -176,19 +173,23 @@ class FanoutJob:
         return cached
 
     def _cost(
-        self, model: str, price: ModelPrice | None, result: FanoutResult, cache_tokens: int, hours: float
-    ) -> dict[str, Any] | None:
-        if price is None:
-            self._log("No price known for %s: pass prices= to report costs", model)
-            return None
-        report = report_for_usage(
-            result.summary.usage,
+        self,
+        model: str,
+        price: ModelPrice | None,
+        result: FanoutResult,
+        cache_tokens: int,
+        created: dt.datetime | None,
+    ) -> dict[str, Any]:
+        """This task's requests, priced per tier; the cache's own costs are charged elsewhere."""
+        now = dt.datetime.now(dt.timezone.utc)
+        report = fanout_report(
+            result.summary.billing,
             model=model,
+            cache_name=self.cache_name,
             price=price,
-            requests=result.summary.succeeded,
             cache_tokens=cache_tokens,
-            storage_hours=hours,
-            include_creation=self.include_creation,
+            creation=True,
+            cache_seconds=max(0.0, (now - created).total_seconds()) if created else 0.0,
         )
         self._log("Cost of this fan-out:\n%s", report.table())
         return report.to_dict()

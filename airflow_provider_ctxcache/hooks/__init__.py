@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from airflow_provider_ctxcache.hooks.context_cache import ContextCacheHook
+from airflow_provider_ctxcache.hooks.context_cache import CacheRemoval, ContextCacheHook
 
-__all__ = ["ContextCacheHook"]
+__all__ = ["CacheRemoval", "ContextCacheHook"]

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -25,12 +26,25 @@ from airflow_provider_ctxcache.exceptions import (
     QuotaExceededError,
 )
 from airflow_provider_ctxcache.hooks.backend import Backend, backend_for
+from airflow_provider_ctxcache.hooks.server_clock import server_now
 from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
 from airflow_provider_ctxcache.models import check_not_shut_down
 from airflow_provider_ctxcache.staging import key_of, remove_staged
 from airflow_provider_ctxcache.validation import api_duration, one_expiry, parse_expire_time, parse_ttl
 
 DEFAULT_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class CacheRemoval:
+    """What a delete found: whether it deleted, the cache as read just before, and when it ended.
+
+    ``ended_at`` is on the server's clock (see :mod:`.server_clock`); None when nothing was deleted.
+    """
+
+    deleted: bool
+    cache: types.CachedContent | None
+    ended_at: dt.datetime | None
 
 
 class ContextCacheHook(BaseHook):
@@ -262,18 +276,33 @@ class ContextCacheHook(BaseHook):
         With ``staged``, files the provider staged for this cache (found through the
         reuse key in its display name) are removed too.
         """
+        return self.remove_cache(name, staged=staged).deleted
+
+    def remove_cache(self, name: str, *, staged: bool = True) -> CacheRemoval:
+        """Delete the cache and say what it was and when it ended (for its storage bill).
+
+        The cache is read first (free): its ``createTime``, size and model price its storage.
+        """
         name = self.cache_name(name)
         try:
-            key = key_of(self.get_cache(name).display_name) if staged else None
-            with self._api_errors(cache_name=name):
-                self._client.caches.delete(name=name)
+            cache = self.get_cache(name)
         except CacheNotFoundError:
             self.log.info("Cache %s was already gone", name)
-            return False
+            return CacheRemoval(deleted=False, cache=None, ended_at=None)
+        try:
+            with self._api_errors(cache_name=name):
+                answer = self._client.caches.delete(name=name)
+        except CacheNotFoundError:
+            self.log.info("Cache %s was already gone", name)
+            return CacheRemoval(deleted=False, cache=cache, ended_at=None)
+        received = dt.datetime.now(dt.timezone.utc)
+        http = getattr(answer, "sdk_http_response", None)
+        ended_at = server_now(getattr(http, "headers", None), received)
         self.log.info("Deleted cache %s", name)
+        key = key_of(cache.display_name) if staged else None
         if key is not None:
             remove_staged(self, key)
-        return True
+        return CacheRemoval(deleted=True, cache=cache, ended_at=ended_at)
 
     async def adelete_cache(self, name: str) -> bool:
         await self.aload_settings()

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowSkipException
 from google.genai import types
 
 from airflow_provider_ctxcache.contents import (
@@ -17,7 +18,15 @@ from airflow_provider_ctxcache.contents import (
     fingerprint,
     resolve,
 )
-from airflow_provider_ctxcache.exceptions import CacheTooSmallError, CtxCacheConfigError
+from airflow_provider_ctxcache.costs import (
+    advise,
+    check_overrides,
+    creation_report,
+    find_price,
+    readable_duration,
+)
+from airflow_provider_ctxcache.exceptions import CacheNotWorthItError, CacheTooSmallError, CtxCacheConfigError
+from airflow_provider_ctxcache.fanout.pending import count_pending
 from airflow_provider_ctxcache.models import check_not_shut_down, model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
 from airflow_provider_ctxcache.staging import Stager, remove_staged
@@ -27,6 +36,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 REUSE_MODES = ("run", "content", "never")
+IF_NOT_WORTH_IT = ("warn", "fail", "skip")
 DEFAULT_TTL = "1h"
 DISPLAY_NAME_LIMIT = 128
 
@@ -75,11 +85,25 @@ class CreateCacheOperator(CtxCacheBaseOperator):
     :param staging_uri: ``gs://bucket/prefix`` for files too large to send inline on vertex_ai
         (default: the connection extra ``staging_uri``); the Developer API uses the Files API.
         Staged objects are removed when DeleteCacheOperator deletes the cache.
+    :param prompts: the prompts the cache is made for (as ``GenerateWithCacheOperator`` takes them),
+        or ``input_uri``, a JSONL file of them; with ``output_uri``, where their answers go (local
+        paths under ``[ctxcache] allowed_roots``, as the fan-out reads them). Before
+        anything is spent, every request is checked and the pending ones counted: none pending
+        skips this task (and those that need the cache), a bad one fails it naming its line.
+    :param expected_requests: how many requests will use the cache, when the prompts are not given
+        here; with ``prompts``/``input_uri``, the pending count is used instead.
+    :param if_not_worth_it: what to do when the break-even advisor finds the cache would cost more
+        than asking the same requests online without one: ``"warn"`` (default: log it and create),
+        ``"fail"`` or ``"skip"`` (no cache; the tasks that need it are skipped too).
+    :param prices: price overrides for the creation's cost and the advice; default the connection
+        extra ``prices``, then the built-in table.
     :param min_tokens: override the model's minimum cache size checked before creating. By
         default the minimum comes from the provider's model table for the connection's backend
         (the lowest credible value); for a model the table does not know, the server decides
         (its "too small" answer is raised as ``CacheTooSmallError`` too).
-    :return: the cache's full name; XCom also gets ``expire_time``, ``token_count``, ``model``, ``reused``.
+    :return: the cache's full name; XCom also gets ``expire_time``, ``token_count``, ``model``,
+        ``reused``, ``cost`` (the creation, charged only to the task that created the cache) and,
+        when the request count is known, ``advice`` (the break-even table as numbers).
     """
 
     template_fields: Sequence[str] = (
@@ -92,8 +116,13 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         "reuse",
         "min_remaining_ttl",
         "staging_uri",
+        "prompts",
+        "input_uri",
+        "output_uri",
+        "expected_requests",
+        "if_not_worth_it",
     )
-    template_fields_renderers = {"contents": "json", "system_instruction": "md"}
+    template_fields_renderers = {"contents": "json", "system_instruction": "md", "prompts": "json"}
 
     def __init__(
         self,
@@ -112,6 +141,12 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         min_tokens: int | None = None,
         kms_key_name: str | None = None,
         staging_uri: str | None = None,
+        prompts: Any = None,
+        input_uri: str | None = None,
+        output_uri: str | None = None,
+        expected_requests: Any = None,
+        if_not_worth_it: str = "warn",
+        prices: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,10 +164,22 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         self.min_tokens = min_tokens
         self.kms_key_name = kms_key_name
         self.staging_uri = staging_uri
+        self.prompts = prompts
+        self.input_uri = input_uri
+        self.output_uri = output_uri
+        self.expected_requests = expected_requests
+        self.if_not_worth_it = if_not_worth_it
+        self.prices = prices
 
     def execute(self, context: Context) -> str:
         plan = self._plan(context)
         hook = self.hook
+        requests = self._requests()
+        if requests == 0:
+            raise AirflowSkipException(
+                "Nothing to ask: every request already has an answer in output_uri, so no cache is "
+                "created and the tasks that need it are skipped."
+            )
         existing = self._find_reusable(plan["display_name"], plan["min_remaining"])
         if existing is not None:
             self.log.info(
@@ -147,7 +194,8 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         stager = Stager(hook, plan["key"], self.staging_uri or hook.settings.staging_uri)
         parts = resolve(plan["items"], stager if files_to_stage(plan["items"], limit) else None, limit)
         try:
-            self._precheck_size(plan["model"], parts)
+            tokens = self._precheck_size(plan["model"], parts)
+            self._advise(context, plan, tokens, requests)
             cache = hook.create_cache(
                 model=plan["model"],
                 contents=parts,
@@ -159,13 +207,13 @@ class CreateCacheOperator(CtxCacheBaseOperator):
                 display_name=plan["display_name"],
                 kms_key_name=self.kms_key_name,
             )
-        except CacheTooSmallError:
+        except (CacheTooSmallError, AirflowSkipException, CacheNotWorthItError):
             if stager.staged:
                 remove_staged(hook, plan["key"], self.staging_uri)
             raise
         return self._push(context, cache, reused=False)
 
-    def _precheck_size(self, model: str, parts: list[types.Part]) -> None:
+    def _precheck_size(self, model: str, parts: list[types.Part]) -> int:
         """Counts the content (free) and refuses it when surely below the model's minimum.
 
         The count also proves the backend serves the model before the (billed) create. The
@@ -184,6 +232,77 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             )
         elif tokens < minimum:
             raise CacheTooSmallError(tokens, minimum, model)
+        return tokens
+
+    def _requests(self) -> int | None:
+        """The requests that will use the cache: the pending count of the given input, else expected.
+
+        The input and output are read under ``[ctxcache] allowed_roots``, as the fan-out reads them.
+        """
+        if self.prompts is not None or self.input_uri is not None:
+            work = count_pending(
+                prompts=self.prompts,
+                input_uri=self.input_uri,
+                output_uri=self.output_uri,
+                storage_client_factory=lambda: self.hook.storage_client,
+                allowed_roots=configured_allowed_roots(),
+            )
+            self.log.info(
+                "%d requests in the input, %d already answered in %s: %d to ask",
+                work.total,
+                work.answered,
+                self.output_uri or "(no output_uri)",
+                work.pending,
+            )
+            return work.pending
+        return self._expected_requests()
+
+    def _expected_requests(self) -> int | None:
+        value = self.expected_requests
+        if value is None or value == "":
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CtxCacheConfigError(
+                f"expected_requests: {self.expected_requests!r} is not a whole number >= 0; give how "
+                "many requests will use the cache, or leave it unset."
+            )
+        return value
+
+    def _advise(self, context: Context, plan: dict[str, Any], tokens: int, requests: int | None) -> None:
+        """Print the break-even table and follow ``if_not_worth_it``; free, before the create."""
+        if requests is None:
+            self.log.info("No break-even advice: pass expected_requests (or prompts / input_uri) to get it.")
+            return
+        if plan["ttl"] is not None:
+            seconds = plan["ttl"].total_seconds()
+        else:
+            seconds = (plan["expire_time"] - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        advice = advise(
+            model=plan["model"],
+            context_tokens=tokens,
+            requests=requests,
+            ttl=max(seconds, 0.0),
+            prices=plan["prices"],
+        )
+        self.log.info("Break-even advice before creating the cache:\n%s", advice.table())
+        context["ti"].xcom_push(key="advice", value=advice.to_dict())
+        if advice.worth_it is not False:
+            return
+        why = (
+            f"a cache of {tokens:,} tokens held {readable_duration(seconds)} for {requests:,} requests "
+            f"costs more than asking them online without a cache (break-even: "
+            f"{_requests_text((advice.break_even or {}).get('online_no_cache'))})"
+        )
+        if self.if_not_worth_it == "fail":
+            raise CacheNotWorthItError(
+                f"if_not_worth_it='fail': {why}. Raise the request count, shorten the ttl, or set "
+                "if_not_worth_it='warn' to create it anyway."
+            )
+        if self.if_not_worth_it == "skip":
+            raise AirflowSkipException(f"if_not_worth_it='skip': {why}; no cache is created.")
+        self.log.warning("Creating it anyway (if_not_worth_it='warn'): %s.", why)
 
     def _plan(self, context: Context) -> dict[str, Any]:
         """Every argument checked and rendered, before any call that could cost money."""
@@ -192,6 +311,15 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         check_not_shut_down(self.model)
         if self.reuse not in REUSE_MODES:
             raise CtxCacheConfigError(f"reuse: {self.reuse!r} is not one of {', '.join(REUSE_MODES)}.")
+        if self.if_not_worth_it not in IF_NOT_WORTH_IT:
+            raise CtxCacheConfigError(
+                f"if_not_worth_it: {self.if_not_worth_it!r} is not one of {', '.join(IF_NOT_WORTH_IT)}."
+            )
+        if self.prompts is not None and self.input_uri is not None:
+            raise CtxCacheConfigError("prompts, input_uri: give one of them (or neither), not both.")
+        prices = [p for p in (self.hook.settings.prices, self.prices) if p]
+        check_overrides(prices)
+        self._expected_requests()
         one_expiry(self.ttl, self.expire_time)
         expire_time = parse_expire_time(self.expire_time) if self.expire_time is not None else None
         ttl_value = (
@@ -228,6 +356,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         )
         return {
             "model": model,
+            "prices": prices,
             "items": items,
             "key": key,
             "ttl": ttl_value,
@@ -260,4 +389,22 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         )
         ti.xcom_push(key="model", value=model_id(cache.model or self.model))
         ti.xcom_push(key="reused", value=reused)
+        model = model_id(cache.model or self.model)
+        try:
+            price = find_price(model, [p for p in (self.hook.settings.prices, self.prices) if p])
+        except CtxCacheConfigError:  # checked before the create; never lose the cache over a report
+            price = None
+        report = creation_report(
+            model=model,
+            cache_name=cache.name,
+            price=price,
+            cache_tokens=(cache.usage_metadata.total_token_count or 0) if cache.usage_metadata else 0,
+            created=not reused,
+        )
+        self.log.info("Cost:\n%s", report.table())
+        ti.xcom_push(key="cost", value=report.to_dict())
         return cache.name
+
+
+def _requests_text(count: int | None) -> str:
+    return "never" if count is None else f"{count:,} requests"

@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_ctxcache.costs import ModelPrice, find_price, no_charge_report, storage_report
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+ALREADY_GONE = (
+    "the cache was already gone: another task deleted it (its report holds the storage) or it "
+    "expired (billed until its expireTime; CacheExpirySensor reports that when it sees it lapse)"
+)
 
 
 class DeleteCacheOperator(CtxCacheBaseOperator):
@@ -18,16 +25,50 @@ class DeleteCacheOperator(CtxCacheBaseOperator):
 
         DeleteCacheOperator(task_id="delete_cache", cache_name=create.output).as_teardown(setups=create)
 
+    The task that deletes a cache is charged its storage for its whole life, from its
+    ``createTime`` to now, once: the report is logged and pushed to XCom as ``cost``.
+
     :param cache_name: the cache, usually ``create_cache.output``.
+    :param prices: price overrides for the storage report; default the connection extra ``prices``.
     :return: True if this task deleted it, False if it was already gone.
     """
 
     template_fields: Sequence[str] = ("cache_name",)
     ui_color = "#fce8e6"
 
-    def __init__(self, *, cache_name: str, **kwargs: Any) -> None:
+    def __init__(self, *, cache_name: str, prices: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.cache_name = cache_name
+        self.prices = prices
 
     def execute(self, context: Context) -> bool:
-        return self.hook.delete_cache(self.cache_name)
+        removal = self.hook.remove_cache(self.cache_name)
+        cache = removal.cache
+        if removal.deleted and cache is not None and removal.ended_at and cache.create_time:
+            model = cache.model or ""
+            seconds = (removal.ended_at - cache.create_time).total_seconds()
+            report = storage_report(
+                model=model,
+                cache_name=str(cache.name),
+                price=self._price(model),
+                cache_tokens=(cache.usage_metadata.total_token_count or 0) if cache.usage_metadata else 0,
+                seconds=max(0.0, seconds),
+                how="deleted by this task: storage from its createTime to now, its whole life",
+            )
+        else:
+            report = no_charge_report(
+                model=(cache.model or "") if cache else "",
+                cache_name=str(self.cache_name),
+                reason=ALREADY_GONE,
+            )
+        self.log.info("Cost:\n%s", report.table())
+        context["ti"].xcom_push(key="cost", value=report.to_dict())
+        return removal.deleted
+
+    def _price(self, model: str) -> ModelPrice | None:
+        """A bad price override must not fail a teardown whose delete already stopped the bill."""
+        try:
+            return find_price(model, [p for p in (self.hook.settings.prices, self.prices) if p])
+        except CtxCacheConfigError as error:
+            self.log.warning("%s The storage is reported without a price.", error)
+            return None

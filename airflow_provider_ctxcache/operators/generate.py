@@ -210,8 +210,6 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
             output_part_size=self.output_part_size,
             xcom_results_limit=self.xcom_results_limit,
             prices=[p for p in (self.hook.settings.prices, self.prices) if p],
-            # The cache is written once: the unmapped task, or the first mapped instance, pays for it.
-            include_creation=map_index <= 0,
             logger=self.log,
         )
 

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
+from airflow_provider_ctxcache.costs import find_price, storage_report
 from airflow_provider_ctxcache.exceptions import CacheNotFoundError, CtxCacheConfigError, CtxCacheError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.triggers.cache_expiry import (
     DEFAULT_POLL_INTERVAL,
     CacheExpiryTrigger,
     expiry_outcome,
+    lapsed_facts,
 )
 from airflow_provider_ctxcache.validation import TTL_FORMS, parse_ttl
 
@@ -97,6 +99,7 @@ class CacheExpirySensor(BaseSensorOperator):
         # The expiry seen by the last poke of this try: a cache found missing after that moment
         # expired as announced rather than being deleted (the trigger keeps the same memory).
         self._known_expire_time: dt.datetime | None = None
+        self._seen: Any = None  # the last reading of the cache, to price its storage if it lapses
 
     @cached_property
     def hook(self) -> ContextCacheHook:
@@ -136,6 +139,7 @@ class CacheExpirySensor(BaseSensorOperator):
             if cache.expire_time is None:
                 raise CtxCacheError(f"cache_name: the API returned no expireTime for cache {name!r}")
             expire_time = cache.expire_time.astimezone(dt.timezone.utc)
+            self._seen = cache
         outcome = expiry_outcome(
             expire_time, known=self._known_expire_time, read_at=read_at, margin_seconds=margin
         )
@@ -146,6 +150,8 @@ class CacheExpirySensor(BaseSensorOperator):
             return False
         status, when = outcome
         self.log.info("Cache %s: %s (expire time %s)", name, status, when)
+        if status == "expired" and expire_time is None and self._seen is not None:
+            self._report_lapsed(context, name, lapsed_facts(self._seen))
         return PokeReturnValue(is_done=True, xcom_value=_result(name, status, when))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -154,12 +160,38 @@ class CacheExpirySensor(BaseSensorOperator):
         status = event.get("status")
         name = str(event.get("cache_name") or self.cache_name)
         if status in ("expired", "gone"):
+            if isinstance(event.get("lapsed"), dict):
+                self._report_lapsed(context, name, event["lapsed"])
             return _result(name, status, event.get("expire_time"))
         if status == "error":
             raise CtxCacheError(
                 f"CacheExpirySensor could not watch cache {name!r}: {event.get('message', 'unknown error')}"
             )
         raise CtxCacheError(f"CacheExpirySensor got an unexpected event for cache {name!r}: {event!r}")
+
+    def _report_lapsed(self, context: Context, name: str, facts: dict[str, Any]) -> None:
+        """The cache lapsed while watched: no task deleted it, so this one reports its storage.
+
+        Billed from its ``createTime`` to its ``expireTime``; pushed to XCom as ``cost``.
+        """
+        try:
+            created = dt.datetime.fromisoformat(str(facts["create_time"]))
+            expired = dt.datetime.fromisoformat(str(facts["expire_time"]))
+            model = str(facts.get("model") or "")
+            price = find_price(model, self.hook.settings.prices or None)
+        except (KeyError, TypeError, ValueError, CtxCacheConfigError) as error:
+            self.log.warning("Cache %s lapsed; its storage could not be priced: %s", name, error)
+            return
+        report = storage_report(
+            model=model,
+            cache_name=name,
+            price=price,
+            cache_tokens=int(facts.get("cache_tokens") or 0),
+            seconds=max(0.0, (expired - created).total_seconds()),
+            how="lapsed while this sensor watched it: storage from its createTime to its expireTime",
+        )
+        self.log.info("Cost:\n%s", report.table())
+        context["ti"].xcom_push(key="cost", value=report.to_dict())
 
 
 def _result(cache_name: str, status: str, expire_time: str | None) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def _safe_message(hook: ContextCacheHook, error: Exception) -> str:
 class CacheExpiryTrigger(BaseTrigger):
     """Fires when ``now >= expireTime - margin_seconds``, or at once when the cache is gone.
 
-    Events (one per run): ``{"status": "expired", "cache_name", "expire_time"}`` (ISO 8601),
+    Events (one per run): ``{"status": "expired", "cache_name", "expire_time"}`` (ISO 8601; with
+    ``lapsed``: the cache's create time, expiry, model and size when it was seen to lapse),
     ``{"status": "gone", "cache_name"}`` when the cache is missing, expired or deleted, and
     ``{"status": "error", "cache_name", "message"}`` for anything else (no secrets in it).
 
@@ -105,12 +106,13 @@ class CacheExpiryTrigger(BaseTrigger):
     async def _wait(self, hook: ContextCacheHook) -> dict[str, Any]:
         """The event payload for expired or gone; other errors propagate to ``run``."""
         known: dt.datetime | None = None
+        seen: Any = None
         while True:
             read_at = _utcnow()
             try:
-                expire_time: dt.datetime | None = _expire_time_of(
-                    await hook.aget_cache(self.cache_name), self.cache_name
-                )
+                cache = await hook.aget_cache(self.cache_name)
+                expire_time: dt.datetime | None = _expire_time_of(cache, self.cache_name)
+                seen = cache
             except CacheNotFoundError:
                 expire_time = None
             outcome = expiry_outcome(
@@ -121,7 +123,14 @@ class CacheExpiryTrigger(BaseTrigger):
                 self.log.info("Cache %s: %s (expire time %s)", self.cache_name, status, when)
                 if status == "gone":
                     return {"status": "gone", "cache_name": self.cache_name}
-                return {"status": status, "cache_name": self.cache_name, "expire_time": when}
+                payload: dict[str, Any] = {
+                    "status": status,
+                    "cache_name": self.cache_name,
+                    "expire_time": when,
+                }
+                if expire_time is None and seen is not None:
+                    payload["lapsed"] = lapsed_facts(seen)
+                return payload
             assert expire_time is not None  # no outcome means a live cache not yet due
             known = expire_time
             remaining = (expire_time - dt.timedelta(seconds=self.margin_seconds) - _utcnow()).total_seconds()
@@ -134,6 +143,19 @@ class CacheExpiryTrigger(BaseTrigger):
                 delay,
             )
             await asyncio.sleep(delay)
+
+
+def lapsed_facts(cache: Any) -> dict[str, Any]:
+    """What prices the storage of a cache seen to lapse: its life, size and model (no secrets)."""
+    created = getattr(cache, "create_time", None)
+    expired = getattr(cache, "expire_time", None)
+    usage = getattr(cache, "usage_metadata", None)
+    return {
+        "create_time": created.isoformat() if isinstance(created, dt.datetime) else None,
+        "expire_time": expired.isoformat() if isinstance(expired, dt.datetime) else None,
+        "model": getattr(cache, "model", None) or "",
+        "cache_tokens": int(getattr(usage, "total_token_count", None) or 0),
+    }
 
 
 def _expire_time_of(cache: Any, cache_name: str) -> dt.datetime:

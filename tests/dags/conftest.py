@@ -100,3 +100,26 @@ def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int =
             .one_or_none()
         )
         return None if row is None else row.value
+
+
+def cost_reports(dag_run: Any) -> dict[str, dict[str, Any]]:
+    """Every cost report a run's tasks pushed: ``{task_id or task_id[i]: report}``.
+
+    Cache tasks push theirs under the XCom key ``cost``; a fan-out returns it in its result.
+    """
+    from airflow.models.xcom import XComModel
+    from airflow.settings import Session
+
+    with Session() as session:
+        rows = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            name = row.task_id if row.map_index < 0 else f"{row.task_id}[{row.map_index}]"
+            value = row.value
+            if row.key == "cost":
+                found[name] = value
+            elif (
+                row.key == "return_value" and isinstance(value, dict) and isinstance(value.get("cost"), dict)
+            ):
+                found[name] = value["cost"]
+        return found

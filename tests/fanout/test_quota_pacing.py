@@ -161,9 +161,10 @@ def test_a_thinking_models_thoughts_are_reported_and_priced_as_output(
     assert all(u["thoughts_token_count"] > 0 for u in usages)
     cost = output["cost"]
     output_tokens = sum(u["candidates_token_count"] + u["thoughts_token_count"] for u in usages)
-    assert cost["output_tokens"] == output_tokens
-    assert cost["breakdown"]["output"] == pytest.approx(
-        cost["output_tokens"] * cost["price"]["output_per_million"] / 1e6, abs=1e-6
+    assert cost["tokens"]["output_tokens"] == output_tokens
+    assert cost["tokens"]["thoughts_tokens"] == sum(u["thoughts_token_count"] for u in usages)
+    assert cost["charged"]["output"] == pytest.approx(
+        output_tokens * cost["price"]["output_per_million"] / 1e6, rel=1e-6
     )
 
 
@@ -184,6 +185,12 @@ def test_tool_use_prompt_tokens_are_counted_and_priced_as_input(
 
     usages = [answer["usage"] for answer in output["results"].values()]
     assert all(u["tool_use_prompt_token_count"] > 0 for u in usages)
-    assert output["cost"]["prompt_tokens"] == sum(
-        u["prompt_token_count"] + u["tool_use_prompt_token_count"] for u in usages
+    cost = output["cost"]
+    assert cost["tokens"]["tool_use_prompt_tokens"] == sum(u["tool_use_prompt_token_count"] for u in usages)
+    uncached = sum(
+        u["prompt_token_count"] - u["cached_content_token_count"] + u["tool_use_prompt_token_count"]
+        for u in usages
+    )
+    assert cost["charged"]["uncached_input"] == pytest.approx(
+        uncached * cost["price"]["input_per_million"] / 1e6, rel=1e-6
     )

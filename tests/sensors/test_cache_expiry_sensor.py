@@ -20,9 +20,10 @@ from airflow_provider_ctxcache.sensors import CacheExpirySensor
 from airflow_provider_ctxcache.sensors.cache_expiry import parse_margin
 from airflow_provider_ctxcache.triggers import CacheExpiryTrigger
 from tests.hooks.conftest import API_KEY, ConnFactory, backend_extra
+from tests.operators.context import task_context
 from tests.sensors.conftest import api_calls, create_cache, first_event, utcnow
 
-CONTEXT = cast(Context, {})
+CONTEXT = cast(Context, task_context())
 
 
 def sensor(conn_id: str, cache_name: str, **kwargs: Any) -> CacheExpirySensor:

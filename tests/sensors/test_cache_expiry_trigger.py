@@ -50,8 +50,30 @@ def test_trigger_fires_at_expire_time(hook: ContextCacheHook, conn_id: str) -> N
 
     payload, fired = asyncio.run(first_event(trigger))
 
+    lapsed = payload.pop("lapsed")
     assert payload == {"status": "expired", "cache_name": name, "expire_time": expire_time.isoformat()}
     assert expire_time <= fired < expire_time + LATE
+    assert lapsed["expire_time"] == expire_time.isoformat()
+    assert lapsed["cache_tokens"] > 0
+
+
+def test_a_cache_seen_to_lapse_is_reported_with_what_prices_its_storage(
+    hook: ContextCacheHook, conn_id: str, emulator: EmulatorProcess
+) -> None:
+    name, expire_time = create_cache(hook, ttl="2s")
+    cache = hook.get_cache(name)
+    assert cache.create_time is not None
+    assert cache.usage_metadata is not None
+    trigger = CacheExpiryTrigger(cache_name=name, ctxcache_conn_id=conn_id, poll_interval=0.5)
+
+    payload, _ = asyncio.run(first_event(trigger))
+
+    assert payload["lapsed"] == {
+        "create_time": cache.create_time.isoformat(),
+        "expire_time": expire_time.isoformat(),
+        "model": cache.model,
+        "cache_tokens": cache.usage_metadata.total_token_count,
+    }
 
 
 def test_trigger_fires_margin_seconds_before_expire_time(
@@ -94,6 +116,7 @@ def test_trigger_rearms_when_the_ttl_is_extended_while_it_sleeps(
     payload, fired, new_expire_time = asyncio.run(scenario())
 
     assert new_expire_time > old_expire_time + dt.timedelta(seconds=1)
+    assert payload.pop("lapsed")["expire_time"] == new_expire_time.isoformat()
     assert payload == {"status": "expired", "cache_name": name, "expire_time": new_expire_time.isoformat()}
     assert new_expire_time <= fired < new_expire_time + LATE
     assert emulator.admin.state()["counts"]["get_cache"] >= 3  # first read, re-read at the old expiry, last

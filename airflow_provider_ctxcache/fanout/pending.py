@@ -1,0 +1,131 @@
+"""What is left to ask: the input checked in full, minus the keys its output already answered.
+
+``CreateCacheOperator`` asks this before it pays for a cache, so a day whose prompts were all
+answered creates no cache, and a bad input line fails before anything is spent. The checks are
+the fan-out's own (``prompts.iter_normalized``). Answers are looked for under ``output_uri`` and in
+the ``shard-NNNNN/`` folders that ``shards.shard_input`` gives each shard under it. A key counts
+as answered only where the same key is used: prompts without their own ``key`` get positional
+keys, which mapped chunks prefix with their map index, so those are counted as pending (the
+count may be high, never low: a cache is never skipped for work that is still to do).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.fanout.inputs import open_input
+from airflow_provider_ctxcache.fanout.outputs import open_output
+from airflow_provider_ctxcache.fanout.uris import check_uri, child_uri, gcs_prefix, is_gcs, local_path
+from airflow_provider_ctxcache.prompts import KEY_PREFIX, iter_normalized
+
+_SHARD_FOLDER = re.compile(r"^shard-\d{5,}$")
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """How many requests the input holds and how many of them the output already answered."""
+
+    total: int
+    answered: int
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.answered
+
+
+def count_pending(
+    *,
+    prompts: Sequence[Any] | None = None,
+    input_uri: str | None = None,
+    output_uri: str | None = None,
+    storage_client_factory: Callable[[], Any],
+    allowed_roots: Sequence[str],
+    generation_config: Any = None,
+    key_prefix: str = KEY_PREFIX,
+) -> PendingWork:
+    """Check every request as the fan-out will, and count those not answered yet.
+
+    :raises CtxCacheConfigError: a bad request (naming its line or index), or a bad location.
+    """
+    if (prompts is None) == (input_uri is None):
+        raise CtxCacheConfigError("prompts, input_uri: give exactly one of them, to count the work.")
+    answered = (
+        _answered(output_uri, storage_client_factory, allowed_roots) if output_uri is not None else set()
+    )
+    total = done = 0
+    for key in _keys(
+        prompts, input_uri, storage_client_factory, allowed_roots, generation_config, key_prefix
+    ):
+        total += 1
+        done += key in answered
+    return PendingWork(total=total, answered=done)
+
+
+def _keys(
+    prompts: Sequence[Any] | None,
+    input_uri: str | None,
+    storage_client_factory: Callable[[], Any],
+    allowed_roots: Sequence[str],
+    generation_config: Any,
+    key_prefix: str,
+) -> Iterator[str]:
+    if input_uri is not None:
+        with open_input(
+            input_uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots
+        ) as source:
+            entries = ((f"input_uri line {n}", obj) for n, obj in source.lines())
+            for request in iter_normalized(
+                entries, generation_config=generation_config, key_prefix=key_prefix
+            ):
+                yield request.key
+        return
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise CtxCacheConfigError(
+            f"prompts: a {type(prompts).__name__} is not a list of prompts; pass a list of strings "
+            'or of batch requests {"key": ..., "request": {"contents": [...]}}.'
+        )
+    entries = ((f"prompts[{i}]", prompt) for i, prompt in enumerate(prompts))
+    for request in iter_normalized(entries, generation_config=generation_config, key_prefix=key_prefix):
+        yield request.key
+
+
+def _answered(uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]) -> set[str]:
+    """Keys answered under ``uri`` and its shard folders; nothing is created where nothing is."""
+    uri = check_uri(uri, "output_uri")
+    if not is_gcs(uri):
+        directory = local_path(uri, allowed_roots, "output_uri")
+        if directory.exists() and not directory.is_dir():
+            raise CtxCacheConfigError(f"output_uri: {uri!r} is a file; give a folder for the output parts.")
+        if not directory.exists():
+            return set()  # no folder yet: nothing answered, and nothing is created
+    # The folder itself first: opening it checks the bucket, and fails naming output_uri.
+    answered = _scan(uri, storage_client_factory, allowed_roots)
+    for folder in _shard_folders(uri, storage_client_factory, allowed_roots):
+        answered |= _scan(folder, storage_client_factory, allowed_roots)
+    return answered
+
+
+def _scan(uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]) -> set[str]:
+    sink = open_output(uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots)
+    try:
+        return sink.scan().answered
+    finally:
+        sink.close()
+
+
+def _shard_folders(
+    uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]
+) -> list[str]:
+    if is_gcs(uri):
+        bucket, prefix = gcs_prefix(uri, "output_uri")
+        listing = storage_client_factory().list_blobs(bucket, prefix=prefix, delimiter="/")
+        list(listing)  # the sub-folders (prefixes) are known once the pages are read
+        names = (sub[len(prefix) :].rstrip("/") for sub in getattr(listing, "prefixes", ()))
+    else:
+        directory = local_path(uri, allowed_roots, "output_uri")
+        names = (p.name for p in directory.iterdir() if p.is_dir())
+    return [child_uri(uri, name) for name in sorted(n for n in names if _SHARD_FOLDER.match(n))]
