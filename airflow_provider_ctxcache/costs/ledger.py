@@ -74,20 +74,17 @@ class RequestTotals:
     first_cached_tokens: int = 0
 
     def add(self, usage: UsageLike) -> None:
+        """One response's usage, into its tier (called once per request: kept cheap)."""
         prompt = int(usage.prompt_token_count or 0)
         cached = int(usage.cached_content_token_count or 0)
         thoughts = int(usage.thoughts_token_count or 0)
         tier = self.above_200k if prompt > LONG_CONTEXT_TOKENS else self.standard
-        tier.add(
-            TierTotals(
-                requests=1,
-                prompt_tokens=prompt,
-                cached_tokens=cached,
-                tool_use_tokens=int(usage.tool_use_prompt_token_count or 0),
-                output_tokens=int(usage.candidates_token_count or 0) + thoughts,
-                thoughts_tokens=thoughts,
-            )
-        )
+        tier.requests += 1
+        tier.prompt_tokens += prompt
+        tier.cached_tokens += cached
+        tier.tool_use_tokens += int(usage.tool_use_prompt_token_count or 0)
+        tier.output_tokens += int(usage.candidates_token_count or 0) + thoughts
+        tier.thoughts_tokens += thoughts
         if self.first_prompt_tokens is None:
             self.first_prompt_tokens, self.first_cached_tokens = prompt, cached
 

@@ -177,8 +177,8 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         requests = self._requests()
         if requests == 0:
             raise AirflowSkipException(
-                "Nothing to ask: every request already has an answer in output_uri, so no cache is "
-                "created and the tasks that need it are skipped."
+                "Nothing to ask (no request without an answer), so no cache is created and the tasks "
+                "that need it are skipped."
             )
         existing = self._find_reusable(plan["display_name"], plan["min_remaining"])
         if existing is not None:
@@ -387,9 +387,9 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         ti.xcom_push(
             key="token_count", value=cache.usage_metadata.total_token_count if cache.usage_metadata else None
         )
-        ti.xcom_push(key="model", value=model_id(cache.model or self.model))
-        ti.xcom_push(key="reused", value=reused)
         model = model_id(cache.model or self.model)
+        ti.xcom_push(key="model", value=model)
+        ti.xcom_push(key="reused", value=reused)
         try:
             price = find_price(model, [p for p in (self.hook.settings.prices, self.prices) if p])
         except CtxCacheConfigError:  # checked before the create; never lose the cache over a report
