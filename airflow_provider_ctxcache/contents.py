@@ -3,45 +3,41 @@
 Accepted items: a string (text), ``{"text": ...}``, ``{"file": PATH}`` (a file, or a folder read
 recursively in name order) and ``{"uri": URI, "mime_type": ...}`` (which URIs the service can
 read is the backend's rule). Local paths are read only under allowed roots, because a run
-triggered from the UI renders params into these fields and params are untrusted. Local files
-stay unread until :func:`resolve`: those that would push the request past the backend's inline
-limit are staged (where, is again the backend's choice), the rest go inline.
+triggered from the UI renders params into these fields and params are untrusted. Each local file
+is read once, when the contents are built, through a descriptor opened beneath its root (see
+``safe_files``); those bytes are fingerprinted and sent, whatever happens to the path later.
+Files that would push the request past the backend's inline limit are staged (where, is again
+the backend's choice), the rest go inline. A text file (by suffix, or a ``text/*`` mime_type)
+must be UTF-8 (a UTF-8 byte-order mark is fine) without NUL bytes: anything else fails naming
+the file, since sending it as text would fill the cache with U+FFFD and NUL. Convert it to
+UTF-8, or give its real ``mime_type`` to send it as bytes.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
 import mimetypes
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from google.genai import types
 
+from airflow_provider_ctxcache import safe_files
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.models import model_id
+from airflow_provider_ctxcache.safe_files import ALLOWED_ROOTS_ENV as ALLOWED_ROOTS_ENV
+from airflow_provider_ctxcache.safe_files import CheckedFile, read_beneath
+from airflow_provider_ctxcache.safe_files import configured_allowed_roots as configured_allowed_roots
 
-ALLOWED_ROOTS_ENV = "AIRFLOW__CTXCACHE__ALLOWED_ROOTS"
 _TEXT_SUFFIXES = {
     ".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".xml", ".html", ".htm",
     ".py", ".sql", ".java", ".js", ".ts", ".go", ".rs", ".c", ".h", ".cpp", ".sh", ".toml", ".ini", ".log",
 }  # fmt: skip
-
-
-def configured_allowed_roots() -> list[str]:
-    """``[ctxcache] allowed_roots`` from Airflow's config (or its env var), comma-separated."""
-    raw = os.environ.get(ALLOWED_ROOTS_ENV)
-    if raw is None:
-        try:
-            from airflow.configuration import conf
-
-            raw = conf.get("ctxcache", "allowed_roots", fallback="")
-        except Exception:
-            raw = ""
-    return [root.strip() for root in (raw or "").split(",") if root.strip()]
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 def _mime_type(path: Path) -> str:
@@ -51,30 +47,34 @@ def _mime_type(path: Path) -> str:
     return guessed or "application/octet-stream"
 
 
-def _within(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class LocalFile:
-    """A local file checked against the allowed roots, not read yet: it goes inline or is staged."""
+    """A local file read (once) beneath the allowed roots: it goes inline or is staged."""
 
-    path: Path
+    content: CheckedFile
     mime_type: str
-    size: int
     field: str
 
+    @property
+    def name(self) -> str:
+        return self.content.name
+
+    @property
+    def size(self) -> int:
+        return self.content.size
+
+    @property
+    def path(self) -> Path:
+        """A private copy of the checked bytes, named as the file, for uploads that take a path."""
+        return self.content.path
+
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with self.path.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return self.content.sha256
 
     def inline_part(self) -> types.Part:
-        data = self.path.read_bytes()
+        data = self.content.read()
         if self.mime_type.startswith("text/"):
-            return types.Part(text=data.decode("utf-8", errors="replace"))
+            return types.Part(text=data.decode("utf-8-sig"))  # checked when built
         return types.Part(inline_data=types.Blob(data=data, mime_type=self.mime_type))
 
 
@@ -94,14 +94,14 @@ class ContentRules(Protocol):
 
 
 class ContentBuilder:
-    """Checks one request's content items and turns them into parts; local files are deferred."""
+    """Checks one request's content items and turns them into parts; local files are read now, sent later."""
 
     def __init__(
         self, *, backend: ContentRules, allowed_roots: Iterable[str], field: str = "contents"
     ) -> None:
         self.backend = backend
         self.field = field
-        self.roots = [Path(root).expanduser().resolve() for root in allowed_roots]
+        self.roots = safe_files.allowed_roots(allowed_roots)
 
     def build(self, items: Any) -> list[Item]:
         if isinstance(items, (str, dict)):
@@ -159,26 +159,43 @@ class ContentBuilder:
     def _files(self, raw: Any, mime: str | None, where: str) -> list[Item]:
         if not isinstance(raw, str) or not raw.strip():
             raise CtxCacheConfigError(f"{where}: {raw!r} is not a path.")
-        path = Path(raw).expanduser().resolve()
-        if not self.roots:
-            raise CtxCacheConfigError(
-                f"{where}: local files are disabled; allow their folder with the operator's allowed_roots "
-                f"or [ctxcache] allowed_roots ({ALLOWED_ROOTS_ENV})."
-            )
-        if not _within(path, self.roots):
-            allowed = ", ".join(str(root) for root in self.roots)
-            raise CtxCacheConfigError(
-                f"{where}: {raw!r} is outside the allowed roots ({allowed}); move it there."
-            )
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
-            return [self._file(p, mime, where) for p in files if _within(p.resolve(), self.roots)]
-        if not path.is_file():
-            raise CtxCacheConfigError(f"{where}: {raw!r} does not exist on this worker.")
-        return [self._file(path, mime, where)]
+        return [self._file(checked, mime, where) for checked in read_beneath(raw, self.roots, where)]
 
-    def _file(self, path: Path, mime: str | None, where: str) -> LocalFile:
-        return LocalFile(path=path, mime_type=mime or _mime_type(path), size=path.stat().st_size, field=where)
+    def _file(self, checked: CheckedFile, mime: str | None, where: str) -> LocalFile:
+        local = LocalFile(content=checked, mime_type=mime or _mime_type(Path(checked.name)), field=where)
+        if local.mime_type.startswith("text/"):
+            _check_text(checked, where)
+        return local
+
+
+def _check_text(checked: CheckedFile, where: str) -> None:
+    """Refuses text that is not UTF-8, or holds NUL (UTF-16 without a byte-order mark, or binary)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
+    for chunk in checked.chunks():
+        if offset == 0 and chunk.startswith(_UTF16_BOMS):
+            raise _not_utf8(where, checked, "it starts with a UTF-16 byte-order mark")
+        pending = len(decoder.getstate()[0])
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError as error:
+            what = f"byte 0x{error.object[error.start]:02x} at offset {offset - pending + error.start}"
+            raise _not_utf8(where, checked, what) from None
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            raise _not_utf8(where, checked, f"a NUL byte at offset {offset + nul}")
+        offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise _not_utf8(where, checked, "a character cut off at the end") from None
+
+
+def _not_utf8(where: str, checked: CheckedFile, what: str) -> CtxCacheConfigError:
+    return CtxCacheConfigError(
+        f"{where}: {checked.shown!r} is not UTF-8 text ({what}); convert it to UTF-8 (e.g. "
+        "iconv -f LATIN1 -t UTF-8), or give its real mime_type to send it as bytes."
+    )
 
 
 def inline_bytes(items: Sequence[Item]) -> int:
@@ -223,10 +240,6 @@ def resolve(items: Sequence[Item], stage: Stage | None, limit: int) -> list[type
     return parts
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 def _mb(size: int) -> str:
     return f"{size / (1024 * 1024):g} MB"
 
@@ -242,7 +255,7 @@ def fingerprint(*, model: str, contents: Sequence[Item], **extras: Any) -> str:
     digest.update(model_id(model).encode())
     for item in contents:
         if isinstance(item, LocalFile):
-            described: Any = {"file": item.path.name, "mime_type": item.mime_type, "sha256": item.sha256()}
+            described: Any = {"file": item.name, "mime_type": item.mime_type, "sha256": item.sha256()}
         else:
             described = item.model_dump(mode="json", exclude_none=True)
         digest.update(json.dumps(described, sort_keys=True).encode())

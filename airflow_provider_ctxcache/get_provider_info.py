@@ -22,6 +22,71 @@ from airflow_provider_ctxcache.connection_defaults import (
 )
 
 HOOK_CLASS = "airflow_provider_ctxcache.hooks.ContextCacheHook"
+CONFIG_SECTION = "ctxcache"
+
+# The caches view's options (``[ctxcache]``), read by plugins/caches_view.py; it imports these.
+CACHES_VIEW_ENABLED = False
+CACHES_VIEW_ALLOWED_HOSTS = ""
+CACHES_VIEW_TIMEOUT_SECONDS = 5.0
+CACHES_VIEW_MAX_CONCURRENT = 4
+CACHES_VIEW_CACHE_SECONDS = 15.0
+
+CONFIG: dict[str, Any] = {
+    CONFIG_SECTION: {
+        "description": "The Gemini context cache provider.",
+        "options": {
+            "caches_view_enabled": {
+                "description": (
+                    "Let the UI's Gemini caches view list a connection's caches. Listing calls the "
+                    "connection's endpoint with its stored credentials, like a connection test, so it "
+                    "is off unless this is True or [core] test_connection is Enabled."
+                ),
+                "version_added": None,
+                "type": "boolean",
+                "example": "True",
+                "default": str(CACHES_VIEW_ENABLED),
+            },
+            "caches_view_allowed_hosts": {
+                "description": (
+                    "Comma-separated hosts, other than Google's (*.googleapis.com), that the caches "
+                    "view may call with a connection's credentials (its base_url's host, and a "
+                    "service-account key's token_uri host). Loopback is not implied: add 127.0.0.1 "
+                    "for the local emulator."
+                ),
+                "version_added": None,
+                "type": "string",
+                "example": "127.0.0.1,gemini-proxy.internal",
+                "default": CACHES_VIEW_ALLOWED_HOSTS,
+            },
+            "caches_view_timeout": {
+                "description": "Seconds the caches view waits for each call; not the connection's timeout.",
+                "version_added": None,
+                "type": "float",
+                "example": "3",
+                "default": str(CACHES_VIEW_TIMEOUT_SECONDS),
+            },
+            "caches_view_max_concurrent": {
+                "description": (
+                    "Most list calls the caches view runs at once in one api-server process; "
+                    "further page loads are answered 'busy, try again' at once."
+                ),
+                "version_added": None,
+                "type": "integer",
+                "example": "2",
+                "default": str(CACHES_VIEW_MAX_CONCURRENT),
+            },
+            "caches_view_cache_seconds": {
+                "description": (
+                    "Seconds a connection's listing is reused before the view calls again; 0: never."
+                ),
+                "version_added": None,
+                "type": "float",
+                "example": "30",
+                "default": str(CACHES_VIEW_CACHE_SECONDS),
+            },
+        },
+    }
+}
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["host", "schema", "login", "port", "extra"],
@@ -164,6 +229,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_ctxcache.triggers.cache_expiry"],
             }
         ],
+        "config": CONFIG,
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -23,9 +23,10 @@ request that uses it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pydantic
@@ -78,6 +79,9 @@ class PromptRequest:
     contents: list[Any] | str
     generation_config: dict[str, Any] | None = None
     config: types.GenerateContentConfig | None = field(default=None, compare=False, repr=False)
+    fingerprint: str = field(default="", compare=False)
+    """What was asked (the prompt without its key), hashed: a resume counts a stored answer for
+    this key only when it was given for the same request."""
 
 
 def cache_id(name: str) -> str:
@@ -126,11 +130,14 @@ def iter_normalized(
     cache_name: str | None = None,
     generation_config: Any = None,
     key_prefix: str = KEY_PREFIX,
+    max_request_bytes: int | None = None,
 ) -> Iterator[PromptRequest]:
     """Check and yield prompts one at a time, for inputs too large to hold (a JSONL file).
 
     :param entries: ``(path, prompt)`` pairs; the path names the prompt in errors, e.g.
         ``prompts[3]`` or ``input_uri line 4``. Duplicate keys are refused with both paths.
+    :param max_request_bytes: the backend's request-size limit: a larger request is refused
+        here, before any call, rather than by the API after others were billed.
     """
     base = config_fields(generation_config, "generation_config", cache_name=cache_name)
     configs = _ConfigPool()
@@ -138,6 +145,7 @@ def iter_normalized(
     for index, (path, prompt) in enumerate(entries):
         positional = f"{key_prefix}{index:05d}"
         request = _one_prompt(prompt, positional, path, cache_name=cache_name, base=base, configs=configs)
+        request = replace(request, fingerprint=_fingerprint(prompt, path, request.key, max_request_bytes))
         if request.key in seen:
             raise CtxCacheConfigError(
                 f"{path}.key: {request.key!r} is already the key of {seen[request.key]}; "
@@ -145,6 +153,37 @@ def iter_normalized(
             )
         seen[request.key] = path
         yield request
+
+
+def _fingerprint(prompt: Any, path: str, key: str, limit: int | None) -> str:
+    """The request as UTF-8 JSON, checked for what cannot be sent, then hashed.
+
+    One pass finds a lone surrogate anywhere (the JSON writer and the wire reject it, after
+    other requests were billed) and a request over the size limit, and gives the fingerprint.
+    """
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CtxCacheConfigError(
+            f"{path}.key: {key!r} is not valid Unicode (a lone surrogate); use a key of real characters."
+        ) from None
+    asked = {k: v for k, v in prompt.items() if k != "key"} if isinstance(prompt, Mapping) else prompt
+    # The prompt alone, not the operator's config: CreateCacheOperator counts the same hashes
+    # without knowing the fan-out's generation_config.
+    text = json.dumps(asked, ensure_ascii=False, sort_keys=True, default=repr)
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CtxCacheConfigError(
+            f"{path}: holds text that is not valid Unicode (a lone surrogate such as \\ud800); "
+            "fix the text of the request."
+        ) from None
+    if limit is not None and len(encoded) > limit:
+        raise CtxCacheConfigError(
+            f"{path}: request {key!r} is {len(encoded):,} bytes, over the backend's request limit of "
+            f"{limit:,} bytes; shorten it, or move the large part into the cache."
+        )
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def config_fields(value: Any, path: str, *, cache_name: str | None = None) -> dict[str, Any]:

@@ -218,15 +218,27 @@ def fanout_report(
 
 
 def creation_report(
-    *, model: str, cache_name: str, price: ModelPrice | None, cache_tokens: int, created: bool
+    *,
+    model: str,
+    cache_name: str,
+    price: ModelPrice | None,
+    cache_tokens: int,
+    created: bool,
+    storage_seconds: float | None = None,
 ) -> CostReport:
-    """The creation, charged to the task that created the cache; nothing for one that reused it."""
+    """The creation, charged to the task that created the cache; nothing for one that reused it.
+
+    ``storage_seconds``: the task also ended the cache's life (it deleted a duplicate at once).
+    """
     note = (
         "storage is charged to the task that ends the cache's life"
         if created
         else "reused: the creation was charged to the run that created this cache"
     )
     charged = {"creation": creation_charge(cache_tokens, price) if created else 0.0} if price else {}
+    if price and storage_seconds is not None:
+        charged["storage"] = storage_charge(cache_tokens, storage_seconds, price)
+        note = "a duplicate of another run's cache, deleted at once: its creation and storage"
     return CostReport(
         "Cache creation", model_id(model), cache_name, price, charged, {}, cache_tokens, notes=(note,)
     )

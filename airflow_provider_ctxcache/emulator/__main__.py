@@ -1,9 +1,11 @@
 """Command line: ``python -m airflow_provider_ctxcache.emulator`` / ``ctxcache-emulator``.
 
 Binds 127.0.0.1 by default and refuses any non-loopback host unless ``--allow-remote`` is
-given (the emulator has no real authentication). When it is ready to serve, it prints
-exactly one line to stdout, ``ctxcache-emulator listening on http://HOST:PORT`` with the real
-port (``--port 0`` picks a free one), which :class:`~.process.EmulatorProcess` waits for.
+given (the emulator has no real authentication). Without ``--allow-remote`` it also answers only
+requests whose ``Host`` header is a loopback name (against DNS rebinding; see :mod:`.guard`).
+When it is ready to serve, it prints exactly one line to stdout,
+``ctxcache-emulator listening on http://HOST:PORT`` with the real port (``--port 0`` picks a
+free one), which :class:`~.process.EmulatorProcess` waits for.
 SIGTERM and SIGINT stop it cleanly.
 """
 
@@ -42,7 +44,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)"
     )
-    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow binding a non-loopback address and answer requests whatever their Host header",
+    )
     parser.add_argument("--api-key", default=None, help="require this Developer-API key (default: any key)")
     parser.add_argument(
         "--min-tokens",
@@ -114,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    app = create_app(api_key=args.api_key, min_tokens=dict(args.min_tokens))
+    app = create_app(api_key=args.api_key, min_tokens=dict(args.min_tokens), allow_remote=args.allow_remote)
     config = uvicorn.Config(
         app,
         # "localhost" may resolve to two addresses that would get two different free ports.

@@ -10,6 +10,10 @@ The chunk requests of a resumable upload (``POST /upload/{v}/files?upload_id=...
 one exception to JSON bodies and auth: their body is raw bytes, and the upload id they carry is
 their credential (see :mod:`.files`). A connection-reset fault answers nothing at all: the
 socket is closed with an RST (see :class:`DroppedConnection`).
+
+Before any route, :class:`~.guard.RequestGuard` refuses a request whose ``Host`` is not a
+loopback name (unless the app was built with ``allow_remote``), an admin ``POST`` that is not
+``application/json``, and a body over its route's cap.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .auth import check_developer, check_vertex, token_endpoint
 from .clock import NANOS, Clock
 from .errors import ApiError, invalid_argument, not_found
 from .faults import RESET_STATUS, ConnectionReset, FaultConfig
+from .guard import RequestGuard
 from .state import EmulatorState
 
 logger = logging.getLogger(__name__)
@@ -280,16 +285,25 @@ class ServerDate:
         await self.app(scope, receive, send_with_date)
 
 
-def create_app(*, api_key: str | None = None, min_tokens: Mapping[str, int] | None = None) -> FastAPI:
+def create_app(
+    *,
+    api_key: str | None = None,
+    min_tokens: Mapping[str, int] | None = None,
+    allow_remote: bool = False,
+) -> FastAPI:
     """Build an emulator app with its own empty state.
 
     ``api_key``: when set, Developer-API calls must carry exactly this key.
     ``min_tokens``: per-model minimum cache sizes overriding the table in :mod:`.models` on every
     backend that serves the model (an unknown model is added, served on both).
+    ``allow_remote``: answer requests whatever their ``Host`` (``--allow-remote``); by default
+    only loopback names are answered (see :mod:`.guard`).
     """
     state = EmulatorState(api_key=api_key, min_tokens=min_tokens)
     app = FastAPI(title="ctxcache Gemini emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.emulator = state
+    # The last middleware added runs first: ServerDate wraps the guard, so refusals carry Date too.
+    app.add_middleware(RequestGuard, allow_remote=allow_remote)
     app.add_middleware(ServerDate, clock=state.clock)
     _add_admin_routes(app, state)
 

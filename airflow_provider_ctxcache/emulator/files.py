@@ -15,6 +15,10 @@ The upload URL is the credential for the chunk requests (they carry no API key, 
 Google's own resumable uploads). Every error during a transfer answers
 ``X-Goog-Upload-Status: final`` and ends the session, so the SDK raises at once instead of
 re-sending the chunk. A missing file is 403 PERMISSION_DENIED, as the service answers.
+
+A session not finalized within an hour of its start (emulator clock,
+:data:`.filestore.UPLOAD_SESSION_TTL_NS`) is dropped with its bytes; its URL then answers 404
+like any unknown upload. A file may not exceed :data:`MAX_FILE_BYTES`, declared or received.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from .errors import ApiError, invalid_argument
 from .filestore import FILE_ID_PATTERN, UploadSession, missing_file
 
 UPLOAD_GRANULARITY = 8 * 1024 * 1024
+# The Files API's per-file maximum: 2 GB (ai.google.dev, Files API docs: 20 GB of files per
+# project, 2 GB per file). 2 GiB is at least that, and bounds what one upload session can make
+# the emulator hold (each of its requests, one chunk, is capped by .guard).
+MAX_FILE_BYTES = 2 * 1024 * 1024 * 1024
 MAX_DISPLAY_NAME = 512
 _COMMANDS = {"start", "upload", "finalize", "query", "cancel"}
 
@@ -76,6 +84,8 @@ def _start(call: Call, request: Request, body: Any) -> Response:
     if mime is not None and not isinstance(mime, str):
         raise invalid_argument("Invalid value at 'file.mime_type' (TYPE_STRING).")
     size = _declared_size(request.headers, meta)
+    if size is not None and size > MAX_FILE_BYTES:
+        raise invalid_argument(f"The file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit of a file.")
     display_name = pick(meta, "displayName", "display_name") or ""
     if not isinstance(display_name, str) or len(display_name) > MAX_DISPLAY_NAME:
         raise invalid_argument(
@@ -161,6 +171,8 @@ def _transfer_step(call: Call, request: Request, session: UploadSession, chunk: 
             raise _transfer_error(
                 400, f"Invalid X-Goog-Upload-Offset {offset}: {session.received} bytes were received so far."
             )
+        if session.received + len(chunk) > MAX_FILE_BYTES:
+            raise _transfer_error(400, f"The upload is over the {MAX_FILE_BYTES}-byte limit of a file.")
         session.append(chunk)
         if session.declared_size is not None and session.received > session.declared_size:
             raise _transfer_error(

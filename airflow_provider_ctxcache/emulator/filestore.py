@@ -3,6 +3,10 @@
 File bytes are kept in memory. An upload collects its chunks in a list and joins them once
 when it is finalized, so a large file costs one copy, not a quadratic concatenation. Files
 expire 48 hours after their upload, against the emulator clock, lazily like caches.
+
+An upload session not finalized within :data:`UPLOAD_SESSION_TTL_NS` of its start (emulator
+clock) is abandoned: it is dropped with the bytes it holds, lazily, by the next upload call or
+look at the store (no background thread), and its URL then answers as an unknown one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from .clock import NANOS, Clock, format_timestamp
 from .errors import ApiError, invalid_argument, permission_denied
 
 FILE_TTL_NS = 48 * 3600 * NANOS
+# How long a resumable upload may stay open before it is dropped with its bytes. The emulator's
+# own bound on memory held by abandoned uploads (Google documents none for the Files API; Cloud
+# Storage's resumable sessions last a week): an hour is far longer than any test's upload.
+UPLOAD_SESSION_TTL_NS = 3600 * NANOS
 DEFAULT_FILE_PAGE_SIZE = 10
 MAX_FILE_PAGE_SIZE = 100
 FILE_ID_LENGTH = 12
@@ -99,6 +107,8 @@ class UploadSession:
     mime_type: str
     declared_size: int | None
     uri: str
+    expire_ns: int
+    """When the session is dropped if not finalized by then (emulator clock)."""
     chunks: list[bytes] = field(default_factory=list)
     received: int = 0
     hasher: Any = field(default_factory=hashlib.sha256)
@@ -122,6 +132,7 @@ class FileStore:
 
     def is_taken(self, file_id: str) -> bool:
         """Whether a live file or a pending upload already has this id."""
+        self._drop_abandoned_uploads()
         return self.get(file_id) is not None or any(u.file_id == file_id for u in self._uploads.values())
 
     def new_id(self) -> str:
@@ -135,14 +146,28 @@ class FileStore:
         self, *, file_id: str, display_name: str, mime_type: str, declared_size: int | None, uri: str
     ) -> UploadSession:
         """Open a resumable upload for a file id that is not taken."""
+        self._drop_abandoned_uploads()
         upload_id = secrets.token_urlsafe(24)
-        session = UploadSession(upload_id, file_id, display_name, mime_type, declared_size, uri)
+        expire_ns = self.clock.now_ns() + UPLOAD_SESSION_TTL_NS
+        session = UploadSession(upload_id, file_id, display_name, mime_type, declared_size, uri, expire_ns)
         self._uploads[upload_id] = session
         return session
 
     def upload(self, upload_id: str) -> UploadSession | None:
-        """The pending upload of that id, if any."""
+        """The pending upload of that id, if any (an abandoned one is dropped, so None)."""
+        self._drop_abandoned_uploads()
         return self._uploads.get(upload_id)
+
+    def open_uploads(self) -> tuple[int, int]:
+        """How many uploads are pending, and how many bytes they hold (abandoned ones dropped)."""
+        self._drop_abandoned_uploads()
+        return len(self._uploads), sum(u.received for u in self._uploads.values())
+
+    def _drop_abandoned_uploads(self) -> None:
+        """Forget every upload not finalized in time, with its chunks."""
+        now = self.clock.now_ns()
+        for upload_id in [i for i, u in self._uploads.items() if u.expire_ns <= now]:
+            self._uploads.pop(upload_id).chunks.clear()
 
     def end_upload(self, upload_id: str) -> None:
         """Forget a pending upload (finalized, cancelled or failed)."""

@@ -35,12 +35,15 @@ class EmulatorAdmin:
         self._client = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
 
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        # Every admin POST must be JSON (Content-Type: application/json), even one without a body.
+        if body is None and method == "POST":
+            body = {}
         response = self._client.request(method, f"/_emulator/{path}", json=body)
         response.raise_for_status()
         return response.json()
 
     def state(self) -> dict[str, Any]:
-        """Live caches and uploaded files, request counts by op and by status, the emulator clock."""
+        """Live caches, files and open uploads, request counts by op and by status, the emulator clock."""
         result: dict[str, Any] = self._call("GET", "state")
         return result
 

@@ -77,10 +77,13 @@ class EmulatorState:
             resource = cache.resource()
             resource["backend"] = cache.backend
             caches.append(resource)
+        open_uploads, open_upload_bytes = self.files.open_uploads()
         return {
             "now": format_timestamp(self.clock.now_ns()),
             "caches": caches,
             "files": [f.resource() for f in self.files.live()],
+            "open_uploads": open_uploads,
+            "open_upload_bytes": open_upload_bytes,
             "counts": {op: self.counts[op] for op in API_OPS},
             "status_counts": {op: dict(self.status_counts[op]) for op in API_OPS},
             "tokens_issued": self.tokens_issued,

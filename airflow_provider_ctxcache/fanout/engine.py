@@ -420,7 +420,11 @@ class _Run:
                 self.in_flight -= 1
             self.quota_streak = 0
             outcome = answer_of(
-                request.key, response, keep_response=not self.options.keep_results, attempts=attempt
+                request.key,
+                response,
+                keep_response=not self.options.keep_results,
+                attempts=attempt,
+                fingerprint=request.fingerprint,
             )
             if outcome.usage is not None:
                 self.pacer.settle(

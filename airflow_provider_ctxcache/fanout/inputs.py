@@ -34,13 +34,24 @@ class InputFile:
     :param path: the local file to read.
     :param field: the operator field named in errors.
     :param temporary: ``path`` is a download this object owns and deletes on close.
+    :param max_line_bytes: a longer line is refused as soon as that many bytes are read, so one
+        huge line never sits whole in memory (the backend's request limit).
     """
 
-    def __init__(self, uri: str, path: Path, *, field: str = "input_uri", temporary: bool = False) -> None:
+    def __init__(
+        self,
+        uri: str,
+        path: Path,
+        *,
+        field: str = "input_uri",
+        temporary: bool = False,
+        max_line_bytes: int | None = None,
+    ) -> None:
         self.uri = uri
         self.path = path
         self.field = field
         self._temporary = temporary
+        self.max_line_bytes = max_line_bytes
 
     def raw_lines(self) -> Iterator[tuple[int, bytes]]:
         """(1-based line number, the line's bytes without its line break) for each non-blank line.
@@ -59,9 +70,15 @@ class InputFile:
         return self.lines()
 
     def _parsed(self) -> Iterator[tuple[int, bytes, Any]]:
+        limit = self.max_line_bytes
         with self.path.open("rb") as handle:
-            for number, line in enumerate(handle, start=1):
+            for number, line in enumerate(iter(lambda: _read_line(handle, limit), b""), start=1):
                 raw = line.rstrip(b"\r\n")
+                if limit is not None and len(raw) > limit:
+                    raise CtxCacheConfigError(
+                        f"{self.field} line {number}: longer than {limit:,} bytes, over the backend's "
+                        "request limit; shorten the request, or move the large part into the cache."
+                    )
                 if not raw.strip():
                     continue
                 try:
@@ -94,6 +111,11 @@ class InputFile:
         return f"InputFile({self.uri!r})"
 
 
+def _read_line(handle: Any, limit: int | None) -> bytes:
+    """The next line, or its first ``limit`` + 2 bytes when it is longer (enough to know)."""
+    return bytes(handle.readline() if limit is None else handle.readline(limit + 2))
+
+
 def _reason(error: ValueError) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at column {error.colno}"
@@ -108,6 +130,7 @@ def open_input(
     storage_client_factory: Callable[[], Any],
     allowed_roots: Sequence[str],
     field: str = "input_uri",
+    max_line_bytes: int | None = None,
 ) -> InputFile:
     """Find the input and make it readable locally.
 
@@ -115,17 +138,20 @@ def open_input(
     :param storage_client_factory: builds a google-cloud-storage client; called only for ``gs://``
         (e.g. ``lambda: hook.storage_client``).
     :param allowed_roots: folders local paths must resolve under (``configured_allowed_roots()``).
+    :param max_line_bytes: see :class:`InputFile`.
     :raises CtxCacheConfigError: the location is refused or the file/object does not exist.
     """
     uri = check_uri(uri, field)
     if is_gcs(uri):
-        return _download(uri, storage_client_factory, field)
+        downloaded = _download(uri, storage_client_factory, field)
+        downloaded.max_line_bytes = max_line_bytes
+        return downloaded
     path = local_path(uri, allowed_roots, field)
     if path.is_dir():
         raise CtxCacheConfigError(f"{field}: {uri!r} is a folder; give the JSONL file inside it.")
     if not path.is_file():
         raise CtxCacheConfigError(f"{field}: {uri!r} does not exist on this worker.")
-    return InputFile(uri, path, field=field)
+    return InputFile(uri, path, field=field, max_line_bytes=max_line_bytes)
 
 
 def _download(uri: str, storage_client_factory: Callable[[], Any], field: str) -> InputFile:

@@ -17,7 +17,12 @@ from airflow_provider_ctxcache.costs import ModelPrice, fanout_report, find_pric
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, run_fanout
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
-from airflow_provider_ctxcache.fanout.outputs import ResultSink, open_output
+from airflow_provider_ctxcache.fanout.outputs import (
+    OutputScan,
+    ResultSink,
+    changed_requests_error,
+    open_output,
+)
 from airflow_provider_ctxcache.fanout.records import KeyResult, xcom_answer
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.models import model_id
@@ -46,6 +51,9 @@ class FanoutJob:
     prices: Any = None
     logger: Any = None
     result: FanoutResult | None = dataclasses.field(default=None, init=False)
+    # Every answer received, as it arrives: what is left to show if the task is stopped mid-run
+    # (a timeout, SIGTERM) before the engine returns its result.
+    received: dict[str, KeyResult] = dataclasses.field(default_factory=dict, init=False)
 
     def run(self) -> dict[str, Any]:
         source = self._open_source()
@@ -60,7 +68,10 @@ class FanoutJob:
             raise CtxCacheConfigError("prompts, input_uri: give exactly one of them.")
         if self.input_uri is not None:
             return open_input(
-                self.input_uri, storage_client_factory=self._storage, allowed_roots=self.allowed_roots
+                self.input_uri,
+                storage_client_factory=self._storage,
+                allowed_roots=self.allowed_roots,
+                max_line_bytes=self.hook.backend.request_limit_bytes,
             )
         if isinstance(self.prompts, (str, bytes)) or not isinstance(self.prompts, Sequence):
             raise CtxCacheConfigError(
@@ -84,6 +95,7 @@ class FanoutJob:
             cache_name=self.cache_name,
             generation_config=self.generation_config,
             key_prefix=self.key_prefix,
+            max_request_bytes=self.hook.backend.request_limit_bytes,
         )
 
     def _storage(self) -> Any:
@@ -101,12 +113,28 @@ class FanoutJob:
             else None
         )
         try:
-            answered = sink.scan().answered if sink is not None else set()
+            scan = sink.scan() if sink is not None else OutputScan()
+            if sink is not None:
+                sink.check_writable()  # before anything is paid for, not after the answers are in
+                if scan.torn:
+                    self._warn(
+                        "%s: %d lines are not answers (first at %s); their keys are asked again",
+                        sink.uri,
+                        scan.torn,
+                        ", ".join(scan.torn_at),
+                    )
+            answered = scan.answered
             # First pass: the whole input is checked before the first billable call.
             total = skipped = 0
+            changed: list[str] = []
             for request in self._requests(source):
                 total += 1
-                skipped += request.key in answered
+                if request.key in answered:
+                    skipped += 1
+                    if scan.fingerprints.get(request.key, request.fingerprint) != request.fingerprint:
+                        changed.append(request.key)
+            if changed and sink is not None:
+                raise changed_requests_error(changed, sink.uri)
             if sink is None and total > XCOM_RESULTS_WITHOUT_OUTPUT:
                 raise CtxCacheConfigError(
                     f"output_uri: {total} prompts are too many to return through XCom "
@@ -135,7 +163,7 @@ class FanoutJob:
                     cache_name=self.cache_name,
                     requests=remaining,
                     max_concurrency=self.max_concurrency,
-                    on_result=_writer(sink),
+                    on_result=self._keep(sink),
                     options=options,
                     logger=self.logger,
                     expire_time=cache.expire_time,
@@ -205,16 +233,24 @@ class FanoutJob:
             return None
         return {record["key"]: xcom_answer(record) for record in sink.records()}
 
+    def _keep(self, sink: ResultSink | None) -> Any:
+        """Each result as it arrives: written to the output, or held here when there is none."""
+        if sink is None:
+
+            def hold(result: KeyResult) -> None:
+                self.received[result.key] = result
+
+            return hold
+
+        def write(result: KeyResult) -> None:
+            sink.write(result.to_batch_line())
+
+        return write
+
     def _log(self, message: str, *args: Any) -> None:
         if self.logger is not None:
             self.logger.info(message, *args)
 
-
-def _writer(sink: ResultSink | None) -> Any:
-    if sink is None:
-        return None
-
-    def write(result: KeyResult) -> None:
-        sink.write(result.to_batch_line())
-
-    return write
+    def _warn(self, message: str, *args: Any) -> None:
+        if self.logger is not None:
+            self.logger.warning(message, *args)

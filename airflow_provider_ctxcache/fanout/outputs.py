@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.fanout.records import error_record, response_record
+from airflow_provider_ctxcache.fanout.records import REQUEST_HASH, error_record, response_record
 from airflow_provider_ctxcache.fanout.uris import (
     bucket_errors,
     check_uri,
@@ -61,6 +61,8 @@ from airflow_provider_ctxcache.fanout.uris import (
 PART_PATTERN = re.compile(r"^part-(?P<attempt>.+)-(?P<seq>\d+)(?:-c(?P<gen>\d+))?\.jsonl$")
 DEFAULT_PART_SIZE = 1000
 DEFAULT_FLUSH_SECONDS = 10.0
+TORN_SHOWN = 5
+KEYS_SHOWN = 5
 
 
 # ---------------------------------------------------------------------------- reading lines back
@@ -76,17 +78,24 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
         not isinstance(value, dict)
         or not isinstance(value.get("key"), str)
         or (value.get("response") is None and "error" not in value)
+        # A response that is not an object is no answer (a hand-edited or foreign line).
+        or (value.get("response") is not None and not isinstance(value["response"], dict))
     ):
         return None
     return value
 
 
-def _classify(raw: bytes) -> tuple[str, bool] | None:
-    """(key, has a response) for a result line, or None for a torn or foreign line."""
+def _classify(raw: bytes) -> tuple[str, bool, str | None] | None:
+    """(key, has a response, request hash) for a result line, or None for a torn or foreign line."""
     record = _parse(raw)
     if record is None:
         return None
-    return record["key"], record.get("response") is not None
+    fingerprint = record.get(REQUEST_HASH)
+    return (
+        record["key"],
+        record.get("response") is not None,
+        fingerprint if isinstance(fingerprint, str) else None,
+    )
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -111,6 +120,8 @@ class OutputScan:
     :param torn: lines that are not result records (not JSON, e.g. the half line a killed
         process left, or JSON without a string ``key`` and a ``response``/``error``).
     :param parts: part files read.
+    :param fingerprints: each answered key's request hash, when its line has one.
+    :param torn_at: where the first torn lines are (``part-....jsonl line N``), for the warning.
     """
 
     answered: set[str] = field(default_factory=set)
@@ -118,6 +129,18 @@ class OutputScan:
     lines: int = 0
     torn: int = 0
     parts: int = 0
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    torn_at: list[str] = field(default_factory=list)
+
+
+def changed_requests_error(keys: list[str], uri: str) -> CtxCacheConfigError:
+    """Answers stored for these keys were given to other requests: the input changed since."""
+    shown = ", ".join(repr(k) for k in keys[:KEYS_SHOWN]) + (" ..." if len(keys) > KEYS_SHOWN else "")
+    return CtxCacheConfigError(
+        f"output_uri: {len(keys)} keys already answered in {uri} were asked with a different request "
+        f"({shown}); the input changed since (keys without their own 'key' come from positions). "
+        "Start fresh with a new output_uri (or delete its parts), or give each request a stable key."
+    )
 
 
 def _part_order(name: str) -> tuple[str, int, int]:
@@ -189,6 +212,10 @@ class ResultSink(ABC):
     def flush(self) -> None:
         """Make everything written so far visible to readers."""
 
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Write and remove a small probe, so a location that refuses writes fails before any call."""
+
     # -- reading
 
     def scan(self) -> OutputScan:
@@ -198,12 +225,16 @@ class ResultSink(ABC):
         errored: set[str] = set()
         for name in self._sorted_parts():
             result.parts += 1
-            for raw in self._read_part(name):
+            for number, raw in enumerate(self._read_part(name), start=1):
                 result.lines += 1
                 kind = _classify(raw)
                 if kind is None:
                     result.torn += 1
+                    if len(result.torn_at) < TORN_SHOWN:
+                        result.torn_at.append(f"{name} line {number}")
                 elif kind[1]:
+                    if kind[0] not in result.answered and kind[2] is not None:
+                        result.fingerprints[kind[0]] = kind[2]  # the first answer is the one kept
                     result.answered.add(kind[0])
                 else:
                     errored.add(kind[0])
@@ -236,7 +267,7 @@ class ResultSink(ABC):
                 kind = _classify(raw)
                 if kind is None:
                     continue
-                key, answered = kind
+                key, answered, _hash = kind
                 previous = winners.get(key)
                 if previous is None or not previous[2]:  # a response beats errors; a later error wins
                     winners[key] = (part, index, answered)
@@ -317,6 +348,18 @@ class LocalResultSink(ResultSink):
             self._seq += 1
             self._in_part = 0
 
+    def check_writable(self) -> None:
+        probe = self.directory / f".ctxcache-probe-{secrets.token_hex(6)}"
+        try:
+            with probe.open("xb") as handle:
+                handle.write(b"\n")
+            probe.unlink()
+        except OSError as error:
+            raise CtxCacheConfigError(
+                f"{self.field}: cannot write in {self.uri!r} ({error.strerror}); give a folder this "
+                "worker may write to (nothing was asked yet)."
+            ) from None
+
     def _list_names(self) -> Iterable[str]:
         with os.scandir(self.directory) as entries:
             return [entry.name for entry in entries if entry.is_file()]
@@ -392,6 +435,12 @@ class GcsResultSink(ResultSink):
         # Cleared only after the upload succeeded, so a failed upload is retried by the next flush.
         self._buffer.clear()
         self._seq += 1
+
+    def check_writable(self) -> None:
+        blob = self._bucket.blob(f"{self.prefix}.ctxcache-probe-{secrets.token_hex(6)}")
+        with self._errors():
+            blob.upload_from_string(b"\n", content_type="application/jsonl")
+            blob.delete()
 
     def _list_names(self) -> Iterable[str]:
         with self._errors():

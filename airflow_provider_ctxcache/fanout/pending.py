@@ -18,9 +18,9 @@ from typing import Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.inputs import open_input
-from airflow_provider_ctxcache.fanout.outputs import open_output
+from airflow_provider_ctxcache.fanout.outputs import changed_requests_error, open_output
 from airflow_provider_ctxcache.fanout.uris import check_uri, child_uri, gcs_prefix, is_gcs, local_path
-from airflow_provider_ctxcache.prompts import KEY_PREFIX, iter_normalized
+from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, iter_normalized
 
 _SHARD_FOLDER = re.compile(r"^shard-\d{5,}$")
 
@@ -46,42 +46,51 @@ def count_pending(
     allowed_roots: Sequence[str],
     generation_config: Any = None,
     key_prefix: str = KEY_PREFIX,
+    max_request_bytes: int | None = None,
 ) -> PendingWork:
     """Check every request as the fan-out will, and count those not answered yet.
 
-    :raises CtxCacheConfigError: a bad request (naming its line or index), or a bad location.
+    :param max_request_bytes: the backend's request limit (``hook.backend.request_limit_bytes``).
+    :raises CtxCacheConfigError: a bad request (naming its line or index), a bad location, or
+        answers stored for keys whose request has changed since (as the fan-out would refuse).
     """
     if (prompts is None) == (input_uri is None):
         raise CtxCacheConfigError("prompts, input_uri: give exactly one of them, to count the work.")
-    answered = (
-        _answered(output_uri, storage_client_factory, allowed_roots) if output_uri is not None else set()
-    )
+    answered = _answered(output_uri, storage_client_factory, allowed_roots) if output_uri is not None else {}
+    checks: dict[str, Any] = {
+        "generation_config": generation_config,
+        "key_prefix": key_prefix,
+        "max_request_bytes": max_request_bytes,
+    }
     total = done = 0
-    for key in _keys(
-        prompts, input_uri, storage_client_factory, allowed_roots, generation_config, key_prefix
-    ):
+    changed: list[str] = []
+    for request in _requests(prompts, input_uri, storage_client_factory, allowed_roots, checks):
         total += 1
-        done += key in answered
+        if request.key in answered:
+            done += 1
+            if answered[request.key] not in (None, request.fingerprint):
+                changed.append(request.key)
+    if changed and output_uri is not None:
+        raise changed_requests_error(changed, output_uri)
     return PendingWork(total=total, answered=done)
 
 
-def _keys(
+def _requests(
     prompts: Sequence[Any] | None,
     input_uri: str | None,
     storage_client_factory: Callable[[], Any],
     allowed_roots: Sequence[str],
-    generation_config: Any,
-    key_prefix: str,
-) -> Iterator[str]:
+    checks: dict[str, Any],
+) -> Iterator[PromptRequest]:
     if input_uri is not None:
         with open_input(
-            input_uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots
+            input_uri,
+            storage_client_factory=storage_client_factory,
+            allowed_roots=allowed_roots,
+            max_line_bytes=checks["max_request_bytes"],
         ) as source:
             entries = ((f"input_uri line {n}", obj) for n, obj in source.lines())
-            for request in iter_normalized(
-                entries, generation_config=generation_config, key_prefix=key_prefix
-            ):
-                yield request.key
+            yield from iter_normalized(entries, **checks)
         return
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
         raise CtxCacheConfigError(
@@ -89,32 +98,39 @@ def _keys(
             'or of batch requests {"key": ..., "request": {"contents": [...]}}.'
         )
     entries = ((f"prompts[{i}]", prompt) for i, prompt in enumerate(prompts))
-    for request in iter_normalized(entries, generation_config=generation_config, key_prefix=key_prefix):
-        yield request.key
+    yield from iter_normalized(entries, **checks)
 
 
-def _answered(uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]) -> set[str]:
-    """Keys answered under ``uri`` and its shard folders; nothing is created where nothing is."""
+def _answered(
+    uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]
+) -> dict[str, str | None]:
+    """Keys answered under ``uri`` and its shard folders, with their request hash (None: none stored).
+
+    Nothing is created where nothing is.
+    """
     uri = check_uri(uri, "output_uri")
     if not is_gcs(uri):
         directory = local_path(uri, allowed_roots, "output_uri")
         if directory.exists() and not directory.is_dir():
             raise CtxCacheConfigError(f"output_uri: {uri!r} is a file; give a folder for the output parts.")
         if not directory.exists():
-            return set()  # no folder yet: nothing answered, and nothing is created
+            return {}  # no folder yet: nothing answered, and nothing is created
     # The folder itself first: opening it checks the bucket, and fails naming output_uri.
     answered = _scan(uri, storage_client_factory, allowed_roots)
     for folder in _shard_folders(uri, storage_client_factory, allowed_roots):
-        answered |= _scan(folder, storage_client_factory, allowed_roots)
+        answered.update(_scan(folder, storage_client_factory, allowed_roots))
     return answered
 
 
-def _scan(uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]) -> set[str]:
+def _scan(
+    uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]
+) -> dict[str, str | None]:
     sink = open_output(uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots)
     try:
-        return sink.scan().answered
+        scan = sink.scan()
     finally:
         sink.close()
+    return {key: scan.fingerprints.get(key) for key in scan.answered}
 
 
 def _shard_folders(

@@ -15,6 +15,8 @@ from typing import Any
 
 from google.genai import types
 
+# The field of a batch-output line that holds the fingerprint of the request it answers.
+REQUEST_HASH = "requestHash"
 # Fields of the SDK's response object that are its own bookkeeping, not part of the API's answer.
 _SDK_BOOKKEEPING = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
 
@@ -76,6 +78,7 @@ class KeyResult:
     error_status: str | None = None
     response: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     attempts: int = 1
+    fingerprint: str | None = None  # of the request, stored with the answer for resumes
 
     @property
     def ok(self) -> bool:
@@ -95,11 +98,19 @@ class KeyResult:
         """The Gemini batch-output record: ``{"key", "response"}`` or ``{"key", "error"}``."""
         if self.error is not None:
             return error_record(self.key, code=self.error_code, status=self.error_status, message=self.error)
-        return response_record(self.key, self.response if self.response is not None else {})
+        record = response_record(self.key, self.response if self.response is not None else {})
+        if self.fingerprint:
+            record[REQUEST_HASH] = self.fingerprint
+        return record
 
 
 def answer_of(
-    key: str, response: types.GenerateContentResponse, *, keep_response: bool = False, attempts: int = 1
+    key: str,
+    response: types.GenerateContentResponse,
+    *,
+    keep_response: bool = False,
+    attempts: int = 1,
+    fingerprint: str | None = None,
 ) -> KeyResult:
     """Text, finish reason and usage of a response; text None when there is no text part."""
     candidate = response.candidates[0] if response.candidates else None
@@ -112,6 +123,7 @@ def answer_of(
         usage=Usage.of(response.usage_metadata),
         response=response_json(response) if keep_response else None,
         attempts=attempts,
+        fingerprint=fingerprint or None,
     )
 
 

@@ -1,9 +1,10 @@
 """Where fan-out input and output live: a local path under the allowed roots, or ``gs://``.
 
-Local paths follow the same rule as ``{"file": PATH}`` cache contents (see ``contents.py``):
-they are resolved (``~``, ``..`` and symlinks) and must then lie under one of the allowed
-roots, because a run triggered from the UI renders params into these fields and params are
-untrusted. Errors are :class:`CtxCacheConfigError` whose message starts with the field name.
+Local paths follow the same allowed roots as ``{"file": PATH}`` cache contents, checked in one
+place (``safe_files``): they are resolved (``~``, ``..`` and symlinks) and must then lie under
+one of the roots, because a run triggered from the UI renders params into these fields and
+params are untrusted. Errors are :class:`CtxCacheConfigError` whose message starts with the
+field name.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from airflow_provider_ctxcache.contents import ALLOWED_ROOTS_ENV
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
+from airflow_provider_ctxcache.safe_files import disabled_error, outside_error, within
 
 GCS_SCHEME = "gs://"
 FILE_SCHEME = "file://"
@@ -63,18 +65,12 @@ def local_path(uri: str, allowed_roots: Sequence[str], field: str) -> Path:
             f"{field}: {uri!r} uses an unsupported scheme; give a local path or a gs://bucket/path URI."
         )
     raw = uri[len(FILE_SCHEME) :] if uri.startswith(FILE_SCHEME) else uri
-    roots = [Path(root).expanduser().resolve() for root in allowed_roots if root and root.strip()]
+    roots = checked_roots(allowed_roots)
     if not roots:
-        raise CtxCacheConfigError(
-            f"{field}: local files are disabled; allow their folder with the operator's allowed_roots "
-            f"or [ctxcache] allowed_roots ({ALLOWED_ROOTS_ENV}), or use a gs:// URI."
-        )
+        raise disabled_error(field, "use a gs:// URI")
     path = Path(raw).expanduser().resolve()
-    if not any(path == root or path.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(root) for root in roots)
-        raise CtxCacheConfigError(
-            f"{field}: {uri!r} is outside the allowed roots ({allowed}); move it there."
-        )
+    if not within(path, roots):
+        raise outside_error(field, uri, roots)
     return path
 
 

@@ -26,7 +26,7 @@ from airflow_provider_ctxcache.exceptions import (
     translate_api_error,
 )
 from airflow_provider_ctxcache.hooks.client import google_credentials, http_options, storage_client
-from airflow_provider_ctxcache.hooks.settings import ConnectionSettings
+from airflow_provider_ctxcache.hooks.settings import ConnectionSettings, host_of
 from airflow_provider_ctxcache.models import precheck_min_tokens
 from airflow_provider_ctxcache.staging import CloudStorageArea, FilesApiArea, StagingArea
 
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 # Both backends document 10 MB for inline cache content. The Developer API raised its request
 # limit to 100 MB in Jan 2026, but not (as far as documented) for cachedContents.create.
 INLINE_LIMIT_BYTES = 10 * 1024 * 1024
+# A generateContent request: 100 MB on the Developer API since Jan 2026; Vertex documents 10 MB
+# of inline content (larger goes through Cloud Storage), so that is its bound here.
+DEVELOPER_REQUEST_LIMIT_BYTES = 100 * 1000 * 1000
 
 _CACHE_ID = r"[A-Za-z0-9][A-Za-z0-9-]{0,127}"
 _BARE_ID = re.compile(rf"^{_CACHE_ID}$")
@@ -53,6 +56,8 @@ class Backend(ABC):
     """The ``backend`` extra that selects this class."""
     inline_limit_bytes: ClassVar[int] = INLINE_LIMIT_BYTES
     """The most a request may carry inline; larger local files are staged."""
+    request_limit_bytes: ClassVar[int] = INLINE_LIMIT_BYTES
+    """The largest generateContent request the fan-out sends; a larger one is refused before any call."""
     allows_gs_uris: ClassVar[bool]
     """Whether contents may point at ``gs://`` objects directly."""
     credentials_hint: ClassVar[str]
@@ -80,6 +85,19 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where calls go, for logs and the UI's Test button: never a credential."""
+
+    @property
+    @abstractmethod
+    def google_host(self) -> str:
+        """Google's endpoint for this backend, used when ``base_url`` is not set."""
+
+    def credential_hosts(self) -> list[str]:
+        """Every host a call on this connection sends a credential to, lower case: the endpoint
+        (``base_url``'s host, else Google's), and the ``token_uri`` of a service-account key given
+        in the connection. A host that cannot be read is ``""``, so no allow-list can match it."""
+        if self.settings.base_url is None:
+            return [self.google_host]
+        return [host_of(self.settings.base_url) or ""]
 
     # -- cache names and errors --------------------------------------------------------------------
 
@@ -134,6 +152,7 @@ class DeveloperApi(Backend):
     """The Gemini Developer API: an API key, ``cachedContents/ID`` names, the Files API for big files."""
 
     name = GEMINI_API
+    request_limit_bytes = DEVELOPER_REQUEST_LIMIT_BYTES
     allows_gs_uris = False
     credentials_hint = "Put the API key in the connection's password field."
 
@@ -143,6 +162,10 @@ class DeveloperApi(Backend):
 
     def describe(self) -> str:
         return f"{self.name} at {self.settings.base_url or 'the Gemini Developer API'}"
+
+    @property
+    def google_host(self) -> str:
+        return "generativelanguage.googleapis.com"
 
     def cache_name(self, name: Any, field: str = "cache_name") -> str:
         """``cachedContents/ID``; a bare ID is expanded, as the SDK would."""
@@ -208,6 +231,21 @@ class VertexAi(Backend):
     def describe(self) -> str:
         where = self.settings.base_url or "Vertex AI"
         return f"{self.name} at {where} project={self.settings.project} location={self.settings.location}"
+
+    @property
+    def google_host(self) -> str:
+        location = self.settings.location or ""
+        prefix = "" if location == "global" else f"{location}-"
+        return f"{prefix}aiplatform.googleapis.com"
+
+    def credential_hosts(self) -> list[str]:
+        """The endpoint, plus the key's ``token_uri``: google-auth posts a signed token request there."""
+        info = self.settings.service_account_info
+        if info is None:
+            return super().credential_hosts()
+        token_uri = info.get("token_uri")
+        token_host = host_of(token_uri) if isinstance(token_uri, str) else None
+        return [*super().credential_hosts(), token_host or ""]
 
     @property
     def scope(self) -> str:

@@ -45,10 +45,10 @@ def google_credentials(settings: ConnectionSettings) -> Any:
                 settings.service_account_info, scopes=[CLOUD_PLATFORM_SCOPE]
             )
         except (ValueError, KeyError) as error:
-            # google-auth names missing fields only; its text holds no key material.
+            # google-auth's text may quote the key it could not read (InvalidValue does): scrubbed.
             raise CtxCacheConfigError(
-                f"extra.service_account_json: cannot be used as a service-account key ({error}); "
-                "paste the whole key file."
+                f"extra.service_account_json: cannot be used as a service-account key "
+                f"({type(error).__name__}: {settings.scrub(str(error))}); paste the whole key file."
             ) from None
     if settings.key_path is not None:
         try:

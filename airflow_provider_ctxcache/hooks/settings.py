@@ -1,8 +1,11 @@
 """A ``ctxcache`` connection read once into typed, validated settings.
 
 Every field error names the connection field and the fix, and no secret ever appears in a
-message or a repr: the API key and the service-account JSON are registered with Airflow's
-secret masker the moment they are read. Which backend rules apply is decided from
+message or a repr: the API key and the service-account JSON (its key, its key id and each line
+of the PEM text) are registered with Airflow's secret masker the moment they are read. Shapes
+that would carry a secret where it does not belong are refused with an error that does not echo
+them: credentials, a query or a fragment in ``base_url``, and a service-account key whose
+``private_key`` or ``private_key_id`` is not a string. Which backend rules apply is decided from
 ``backend`` in :mod:`.backend`; this module only checks the fields each backend needs.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -31,18 +35,53 @@ from airflow_provider_ctxcache.connection_defaults import (
 )
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 
-__all__ = ["BACKENDS", "CONN_TYPE", "ConnectionSettings", "is_loopback_url"]
+__all__ = [
+    "BACKENDS",
+    "CONN_TYPE",
+    "MIN_SUBSTRING_SECRET",
+    "ConnectionSettings",
+    "host_of",
+    "is_google_host",
+    "is_loopback_url",
+]
 
 RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
+SECRET_FIELDS = ("private_key", "private_key_id")
+"""The fields of a service-account key that are secrets; each must be a string."""
+MIN_SUBSTRING_SECRET = 8
+"""Secrets at least this long are scrubbed wherever they occur; shorter ones only as whole tokens."""
+_TOKEN_CHAR = r"[A-Za-z0-9_\-]"
+_PEM_MARKER = "PRIVATE KEY"
+GOOGLE_DOMAIN = "googleapis.com"
+BASE_URL_FIX = (
+    "give scheme://host[:port][/path], e.g. http://127.0.0.1:8765 for the emulator, "
+    "or remove it to use Google's endpoint"
+)
 
 
-def _mask(secret: str | None) -> None:
-    if secret:
+def _mask(secret: Any) -> None:
+    """Registers a secret with Airflow's masker: a string, or every string inside a list or dict."""
+    if isinstance(secret, Mapping):
+        for value in secret.values():
+            _mask(value)
+    elif isinstance(secret, (list, tuple)):
+        for value in secret:
+            _mask(value)
+    elif isinstance(secret, str) and secret:
         from airflow.sdk.log import mask_secret
 
         mask_secret(secret)
+
+
+def _pem_lines(secret: str) -> list[str]:
+    """The lines of a PEM key long enough to be secret on their own (not the BEGIN/END markers)."""
+    return [
+        line.strip()
+        for line in secret.splitlines()
+        if len(line.strip()) >= MIN_SUBSTRING_SECRET and _PEM_MARKER not in line
+    ]
 
 
 def _extra(extras: Mapping[str, Any], key: str) -> Any:
@@ -53,16 +92,64 @@ def _extra(extras: Mapping[str, Any], key: str) -> Any:
     return None if value == "" else value
 
 
-def is_loopback_url(url: str | None) -> bool:
+def host_of(url: str | None) -> str | None:
+    """The URL's host in lower case without a trailing dot; None if it has none or is malformed."""
     if not url:
-        return False
-    host = urlparse(url).hostname or ""
+        return None
+    try:
+        host = urlparse(url).hostname
+    except ValueError:
+        return None
+    return host.rstrip(".").lower() if host else None
+
+
+def is_loopback_url(url: str | None) -> bool:
+    host = host_of(url) or ""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_google_host(host: str | None) -> bool:
+    """Whether ``host`` is one of Google's API endpoints (``*.googleapis.com``)."""
+    host = (host or "").rstrip(".").lower()
+    return host == GOOGLE_DOMAIN or host.endswith("." + GOOGLE_DOMAIN)
+
+
+def _base_url(extras: Mapping[str, Any]) -> str | None:
+    """The endpoint override, checked; errors name the field and never echo its value.
+
+    The value is never echoed because it may hold what must not be shown: credentials
+    (``http://user:password@host``) or a key in its query string. Those shapes are refused:
+    the SDK would send them and httpx, the hook's log line and the Test button would print them.
+    """
+    raw = _extra(extras, "base_url")
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise CtxCacheConfigError(f"extra.base_url: is not text; {BASE_URL_FIX}.")
+    try:
+        parsed = urlparse(raw.strip())
+        host, _port = parsed.hostname, parsed.port  # .port raises for a port that is not 0-65535
+    except ValueError:
+        raise CtxCacheConfigError(f"extra.base_url: is not a valid URL; {BASE_URL_FIX}.") from None
+    if "@" in parsed.netloc:
+        raise CtxCacheConfigError(
+            "extra.base_url: holds credentials (user:password@); they would be sent and logged in "
+            "clear. Remove them: the API key goes in the password field, Vertex credentials in "
+            "extra.service_account_json or extra.key_path."
+        )
+    if parsed.query or parsed.fragment:
+        raise CtxCacheConfigError(
+            "extra.base_url: has a query or fragment, which would be logged with every request; "
+            "put the API key in the password field and give scheme://host[:port][/path] only."
+        )
+    if parsed.scheme not in ("http", "https") or not host:
+        raise CtxCacheConfigError(f"extra.base_url: is not an http(s) URL; {BASE_URL_FIX}.")
+    return raw.strip().rstrip("/")
 
 
 def _number(extras: Mapping[str, Any], key: str, default: float, *, minimum: float, integer: bool) -> Any:
@@ -189,17 +276,33 @@ class ConnectionSettings:
         """A loopback base_url: the embedded emulator, which needs no Google account."""
         return is_loopback_url(self.base_url)
 
+    def secrets(self) -> list[str]:
+        """Every secret string of this connection, longest first: the API key, the service
+        account's ``private_key`` and ``private_key_id``, and each line of the PEM key."""
+        found = [self.api_key or ""]
+        info = self.service_account_info or {}
+        for field in SECRET_FIELDS:
+            value = info.get(field)
+            if isinstance(value, str):  # from_connection refuses any other type
+                found += [value, *_pem_lines(value)]
+        return sorted({s for s in found if s}, key=len, reverse=True)
+
     def scrub(self, text: str) -> str:
-        """Text with every secret of this connection replaced, for messages built from foreign errors."""
-        secrets = [self.api_key]
-        if self.service_account_info:
-            secrets += [
-                self.service_account_info.get("private_key"),
-                self.service_account_info.get("private_key_id"),
-            ]
-        for secret in secrets:
-            if isinstance(secret, str) and secret:
+        """Text with every secret of this connection replaced by ``***``, for messages built from
+        foreign errors.
+
+        A secret of at least :data:`MIN_SUBSTRING_SECRET` (8) characters is replaced wherever it
+        occurs. A shorter one (only the emulator accepts such keys: Google's are 39 characters)
+        is replaced only where it stands as a whole token, not inside a longer run of letters,
+        digits, ``_`` or ``-``: with the key ``e``, "Gemini API Error" stays as it is, while
+        ``key=e`` becomes ``key=***``. Short keys are not refused, so any value keeps working
+        against the emulator; Airflow's own masker skips secrets under 5 characters.
+        """
+        for secret in self.secrets():
+            if len(secret) >= MIN_SUBSTRING_SECRET:
                 text = text.replace(secret, "***")
+            else:
+                text = re.sub(rf"(?<!{_TOKEN_CHAR}){re.escape(secret)}(?!{_TOKEN_CHAR})", "***", text)
         return text
 
     @classmethod
@@ -216,16 +319,7 @@ class ConnectionSettings:
                 f"use one of {', '.join(BACKENDS)}."
             )
 
-        base_url = _extra(extras, "base_url")
-        if base_url is not None:
-            parsed = urlparse(str(base_url))
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                raise CtxCacheConfigError(
-                    f"extra.base_url: {base_url!r} is not an http(s) URL; e.g. http://127.0.0.1:8765 for "
-                    "the emulator, or remove it to use Google's endpoint."
-                )
-            base_url = str(base_url).rstrip("/")
-
+        base_url = _base_url(extras)
         service_account_info = cls._service_account(extras)
         key_path = _extra(extras, "key_path")
         project = _extra(extras, "project")
@@ -303,6 +397,15 @@ class ConnectionSettings:
                 'extra.service_account_json: is not a service-account key (its "type" must be '
                 '"service_account"); paste the whole key file.'
             )
-        _mask(info.get("private_key"))
-        _mask(info.get("private_key_id"))
+        for field in SECRET_FIELDS:
+            value = info.get(field)
+            _mask(value)  # whatever its shape: every string inside is masked before it is refused
+            if value is not None and not isinstance(value, str):
+                raise CtxCacheConfigError(
+                    f'extra.service_account_json: "{field}" is not a string (it must be the key '
+                    "file's text, with its line breaks as \\n); paste the whole key file unchanged."
+                )
+            if isinstance(value, str):
+                for line in _pem_lines(value):
+                    _mask(line)
         return info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,13 +20,20 @@ from airflow_provider_ctxcache.contents import (
     resolve,
 )
 from airflow_provider_ctxcache.costs import (
+    ModelPrice,
     advise,
     check_overrides,
     creation_report,
     find_price,
     readable_duration,
 )
-from airflow_provider_ctxcache.exceptions import CacheNotWorthItError, CacheTooSmallError, CtxCacheConfigError
+from airflow_provider_ctxcache.exceptions import (
+    CacheNotWorthItError,
+    CacheTooSmallError,
+    CtxCacheApiError,
+    CtxCacheConfigError,
+    QuotaExceededError,
+)
 from airflow_provider_ctxcache.fanout.pending import count_pending
 from airflow_provider_ctxcache.models import check_not_shut_down, model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
@@ -36,6 +44,14 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 REUSE_MODES = ("run", "content", "never")
+# A cache made by a create that got no answer was made after the create started, by the
+# service's clock; this allows for the worker's clock being a little ahead.
+CLOCK_SLACK = dt.timedelta(seconds=5)
+LOOK_AGAIN_SECONDS = 1.0
+LOOK_FOR_SECONDS = 60.0  # how long a create that got no answer may still be completing
+# A reused cache must hold about what the content counts (the service may add a few tokens).
+SIZE_SLACK_TOKENS = 16
+SIZE_SLACK_SHARE = 0.01
 IF_NOT_WORTH_IT = ("warn", "fail", "skip")
 DEFAULT_TTL = "1h"
 DISPLAY_NAME_LIMIT = 128
@@ -182,6 +198,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             )
         existing = self._find_reusable(plan["display_name"], plan["min_remaining"])
         if existing is not None:
+            self._check_adopted(plan, existing)
             self.log.info(
                 "Reusing cache %s (display name %r, expires %s)",
                 existing.name,
@@ -196,22 +213,124 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         try:
             tokens = self._precheck_size(plan["model"], parts)
             self._advise(context, plan, tokens, requests)
-            cache = hook.create_cache(
-                model=plan["model"],
-                contents=parts,
-                system_instruction=self.system_instruction,
-                tools=self.tools,
-                tool_config=self.tool_config,
-                ttl=plan["ttl"],
-                expire_time=plan["expire_time"],
-                display_name=plan["display_name"],
-                kms_key_name=self.kms_key_name,
-            )
+            started = dt.datetime.now(dt.timezone.utc)
+            try:
+                cache = hook.create_cache(
+                    model=plan["model"],
+                    contents=parts,
+                    system_instruction=self.system_instruction,
+                    tools=self.tools,
+                    tool_config=self.tool_config,
+                    ttl=plan["ttl"],
+                    expire_time=plan["expire_time"],
+                    display_name=plan["display_name"],
+                    kms_key_name=self.kms_key_name,
+                )
+            except (CtxCacheConfigError, CtxCacheApiError, QuotaExceededError):
+                raise  # the service answered: it made nothing
+            except Exception as error:  # a timeout or a lost connection: it may have made it
+                cache = self._made_anyway(plan["display_name"], started, error)
         except (CacheTooSmallError, AirflowSkipException, CacheNotWorthItError):
             if stager.staged:
                 remove_staged(hook, plan["key"], self.staging_uri)
             raise
+        if self.reuse == "content":
+            cache = self._settle_on_oldest(context, plan, cache)
         return self._push(context, cache, reused=False)
+
+    def _made_anyway(self, display_name: str, started: dt.datetime, error: Exception) -> types.CachedContent:
+        """The create failed without an answer: find the cache the service may have made anyway.
+
+        Its display name carries this task's key, so the cache is found (waiting while the service
+        may still be making it) and used, rather than left billed with no task to delete it.
+        """
+        self.log.warning(
+            "Create failed without an answer (%s); looking for the cache it may have made", error
+        )
+        deadline = time.monotonic() + max(LOOK_FOR_SECONDS, 2 * self.hook.settings.timeout_seconds)
+        since = started - CLOCK_SLACK
+        while True:
+            made = [
+                cache
+                for cache in self.hook.list_caches(display_name=display_name)
+                if cache.create_time is not None and cache.create_time >= since
+            ]
+            if made:
+                cache = min(made, key=_age)
+                self.log.warning("The service made cache %s after all; using it", cache.name)
+                return cache
+            if time.monotonic() >= deadline:
+                raise error
+            time.sleep(LOOK_AGAIN_SECONDS)
+
+    def _settle_on_oldest(
+        self, context: Context, plan: dict[str, Any], mine: types.CachedContent
+    ) -> types.CachedContent:
+        """Runs that created the same content at once keep one cache: the oldest, which all see.
+
+        Every run lists the caches with its key after creating; the oldest was made before any
+        of the others, so each of them sees it and the creators of the rest delete their own.
+        """
+        now = dt.datetime.now(dt.timezone.utc)
+        same = [  # only those a run would reuse: one about to expire is not a rival
+            c
+            for c in self.hook.list_caches(display_name=plan["display_name"])
+            if c.create_time and c.expire_time and c.expire_time - now > plan["min_remaining"]
+        ]
+        oldest = min([*same, mine], key=_age)
+        if oldest.name == mine.name:
+            return mine
+        self.log.info(
+            "Another run made cache %s for the same content first; deleting %s", oldest.name, mine.name
+        )
+        removal = self.hook.remove_cache(str(mine.name), staged=False)
+        self._report_short_life(context, mine, removal.ended_at)
+        return oldest
+
+    def _report_short_life(
+        self, context: Context, cache: types.CachedContent, ended_at: dt.datetime | None
+    ) -> None:
+        """The creation (and seconds of storage) of a cache this task made and deleted at once."""
+        seconds = (ended_at - cache.create_time).total_seconds() if ended_at and cache.create_time else 0.0
+        model = model_id(cache.model or self.model)
+        report = creation_report(
+            model=model,
+            cache_name=str(cache.name),
+            price=self._price(model),
+            cache_tokens=_tokens(cache),
+            created=True,
+            storage_seconds=max(0.0, seconds),
+        )
+        self.log.info("Cost of the cache made and deleted:\n%s", report.table())
+        context["ti"].xcom_push(key="cost_of_duplicate", value=report.to_dict())
+
+    def _check_adopted(self, plan: dict[str, Any], cache: types.CachedContent) -> None:
+        """A cache found by its display name must hold this content: same model, same size.
+
+        Anyone who may create caches can give one this task's display name; reusing it would
+        answer from its content. Counting the content is free and needs nothing staged.
+        """
+        model = model_id(cache.model or "")
+        if model != plan["model"]:
+            raise CtxCacheConfigError(
+                f"reuse: cache {cache.name!r} has this task's display name but model {model!r}, not "
+                f"{plan['model']!r}; it was not made by this task. Delete it, or set reuse='never'."
+            )
+        limit = self.hook.backend.inline_limit_bytes
+        if files_to_stage(plan["items"], limit):
+            return  # counting would stage the large files again; the model and key must do
+        counted = self.hook.count_tokens(
+            model=plan["model"],
+            contents=resolve(plan["items"], None, limit),
+            system_instruction=self.system_instruction,
+        )
+        held = _tokens(cache)
+        if abs(held - counted) > max(SIZE_SLACK_TOKENS, counted * SIZE_SLACK_SHARE):
+            raise CtxCacheConfigError(
+                f"reuse: cache {cache.name!r} has this task's display name but holds {held:,} tokens, "
+                f"while this content counts {counted:,}; it was not made from this content. Delete it, "
+                "or set reuse='never'."
+            )
 
     def _precheck_size(self, model: str, parts: list[types.Part]) -> int:
         """Counts the content (free) and refuses it when surely below the model's minimum.
@@ -246,6 +365,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
                 output_uri=self.output_uri,
                 storage_client_factory=lambda: self.hook.storage_client,
                 allowed_roots=configured_allowed_roots(),
+                max_request_bytes=self.hook.backend.request_limit_bytes,
             )
             self.log.info(
                 "%d requests in the input, %d already answered in %s: %d to ask",
@@ -338,9 +458,10 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             tool_config=self.tool_config,
         )
         if self.reuse == "never":
-            # No reuse, but staged files still need a folder that the delete can find.
+            # No reuse, but the cache still carries a key: its staged files' folder, and a way to
+            # tell whose it is (a task killed mid-create leaves a cache someone must attribute).
             key = f"ctxcache:n:{uuid.uuid4().hex[:16]}"
-            keyed = bool(files_to_stage(items, self.hook.backend.inline_limit_bytes))
+            keyed = True
         else:
             key = cache_key(
                 self.reuse,
@@ -390,20 +511,31 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         model = model_id(cache.model or self.model)
         ti.xcom_push(key="model", value=model)
         ti.xcom_push(key="reused", value=reused)
-        try:
-            price = find_price(model, [p for p in (self.hook.settings.prices, self.prices) if p])
-        except CtxCacheConfigError:  # checked before the create; never lose the cache over a report
-            price = None
         report = creation_report(
             model=model,
             cache_name=cache.name,
-            price=price,
-            cache_tokens=(cache.usage_metadata.total_token_count or 0) if cache.usage_metadata else 0,
+            price=self._price(model),
+            cache_tokens=_tokens(cache),
             created=not reused,
         )
         self.log.info("Cost:\n%s", report.table())
         ti.xcom_push(key="cost", value=report.to_dict())
         return cache.name
+
+    def _price(self, model: str) -> ModelPrice | None:
+        try:
+            return find_price(model, [p for p in (self.hook.settings.prices, self.prices) if p])
+        except CtxCacheConfigError:  # checked before the create; never lose the cache over a report
+            return None
+
+
+def _age(cache: types.CachedContent) -> tuple[dt.datetime, str]:
+    """Oldest first; the name breaks a tie the same way in every run."""
+    return (cache.create_time or dt.datetime.max.replace(tzinfo=dt.timezone.utc), str(cache.name))
+
+
+def _tokens(cache: types.CachedContent) -> int:
+    return (cache.usage_metadata.total_token_count or 0) if cache.usage_metadata else 0
 
 
 def _requests_text(count: int | None) -> str:

@@ -139,6 +139,9 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
             except (FanoutCacheNotFoundError, FanoutFailedError) as error:
                 self._log_answers(error.result)
                 raise
+            except BaseException:  # a timeout, SIGTERM, any error: keep what was already paid for
+                self._keep_partial(context, job)
+                raise
         finally:
             self.hook.close()
             # The client is closed and its async half was bound to a finished event loop: a later
@@ -225,9 +228,34 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
 
     def _log_answers(self, result: Any) -> None:
         """Keep the answers in the task log when the task fails and XCom will not hold them."""
-        for answer in result.results.values():
+        self._log_each(result.results.values())
+
+    def _log_each(self, answers: Any) -> None:
+        for answer in answers:
             if answer.ok:
                 self.log.info("Answer %r (%s): %s", answer.key, answer.finish_reason, answer.text)
+
+    def _keep_partial(self, context: Context, job: FanoutJob) -> None:
+        """The task is being stopped mid-run: the answers received so far must not be lost.
+
+        With an output they are in it already (the sink is closed, and so flushed, on the way
+        out); without one they go to the task log and to XCom as ``partial_results``.
+        """
+        if job.output_uri is not None or not job.received:
+            if job.received or job.output_uri is not None:
+                self.log.warning("Stopped mid-run; the answers received so far are in %s", job.output_uri)
+            return
+        received = list(job.received.values())
+        self.log.warning(
+            "Stopped mid-run after %d answers; they follow, and are in XCom 'partial_results'", len(received)
+        )
+        self._log_each(received)
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None:
+            try:
+                ti.xcom_push(key="partial_results", value={r.key: r.to_dict() for r in received})
+            except Exception:  # the log above already holds them; never hide the real error
+                self.log.warning("Could not push partial_results to XCom", exc_info=True)
 
 
 def _limit(value: Any, name: str) -> int | None:

@@ -39,13 +39,20 @@ def _event(payload: dict[str, Any]) -> TriggerEvent:
 
 
 def _safe_message(hook: ContextCacheHook, error: Exception) -> str:
-    """The error without the connection's secrets.
+    """The error without the connection's secrets: the event lands in the metadata DB.
 
-    Scrubs only with settings already read: loading them here would be a blocking connection
-    lookup inside the triggerer's loop, and an unreadable connection has no secret to leak.
+    With settings already read, the hook scrubs them (each PEM line too; a short key only as a
+    whole token). Without, Airflow's masker replaces every secret this process registered:
+    settings that failed to parse (a ``private_key`` given as a list, say) registered every string
+    in them before refusing. Loading the settings here would be a blocking connection lookup
+    inside the triggerer's loop, so it is never done.
     """
     text = f"{type(error).__name__}: {error}"
-    return hook.scrub(text) if "settings" in hook.__dict__ else text
+    if "settings" in hook.__dict__:
+        return hook.scrub(text)
+    from airflow.sdk._shared.secrets_masker import redact  # what the task runner itself uses
+
+    return str(redact(text))
 
 
 class CacheExpiryTrigger(BaseTrigger):

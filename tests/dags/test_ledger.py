@@ -144,12 +144,15 @@ def amounts(lines: list[str]) -> dict[str, str]:
     return found
 
 
-def test_the_readme_cost_report_is_what_the_demo_run_reports(run_dag: DagRunner) -> None:
+def test_the_readme_cost_report_is_what_the_demo_run_reports(run_dag: DagRunner, dag_bag: Any) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     shown = amounts(
         readme.split("    The run on ", 1)[1].split("\n\n\n", 1)[0].split("\n\nThe baselines")[0].splitlines()
     )
-    run = run_dag("ctxcache_fanout")  # what make demo runs, with the DAG's own params
+    # What make demo runs: the DAG's own params, given explicitly (another test's run may have
+    # left its conf where dag.test() picks it up).
+    defaults = {name: param.value for name, param in dag_bag.get_dag("ctxcache_fanout").params.items()}
+    run = run_dag("ctxcache_fanout", conf=defaults)
 
     table = amounts(bill_table(cost_reports(run).values(), title="The run").splitlines())
 

@@ -186,6 +186,9 @@ def test_expiry_sensor_defers_and_the_triggerer_resumes_it(
     emulator_state = e2e_emulator.admin.state()
     assert emulator_state["caches"] == []
     assert emulator_state["counts"]["create_cache"] == 1
-    # The trigger read the cache from the triggerer process, then the cleanup deleted it.
+    # The trigger read the cache from the triggerer process; then the cleanup deleted it, or, on a
+    # machine so busy that the cleanup started after the cache's last 5 s, it had expired: either
+    # way it ended, and only once.
     assert emulator_state["counts"]["get_cache"] >= 1
-    assert emulator_state["counts"]["delete_cache"] == 1
+    (life,) = e2e_emulator.admin.usage_summary()["caches"].values()
+    assert life["ended_by"] == ("deleted" if emulator_state["counts"]["delete_cache"] else "expired")

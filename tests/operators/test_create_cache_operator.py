@@ -89,11 +89,13 @@ def test_changed_content_is_a_new_cache_even_in_the_same_run(conn_id: str, emula
     assert emulator.admin.state()["counts"]["create_cache"] == 2
 
 
-def test_reuse_never_always_creates(conn_id: str, emulator: EmulatorProcess) -> None:
+def test_reuse_never_always_creates_each_with_its_own_key(conn_id: str, emulator: EmulatorProcess) -> None:
     create_op(conn_id, reuse="never", display_name="plain").execute(task_context())
     create_op(conn_id, reuse="never", display_name="plain").execute(task_context())
-    caches = emulator.admin.state()["caches"]
-    assert [c["displayName"] for c in caches] == ["plain", "plain"]
+    names = [c["displayName"] for c in emulator.admin.state()["caches"]]
+    assert len(names) == 2
+    assert all(name.startswith("plain ctxcache:n:") for name in names)
+    assert names[0] != names[1]
 
 
 def test_display_name_keeps_the_users_prefix(conn_id: str, emulator: EmulatorProcess) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
-from airflow_provider_ctxcache.exceptions import CacheNotFoundError, CtxCacheConfigError
+from airflow_provider_ctxcache.exceptions import CacheNotFoundError
 from airflow_provider_ctxcache.fanout import FanoutCacheNotFoundError, FanoutFailedError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.operators import CreateCacheOperator
@@ -307,13 +307,11 @@ def test_a_create_that_times_out_after_the_server_made_the_cache_leaves_one_cach
         "ctxcache_slow_create", **backend_extra("gemini_api", emulator), timeout=1, retry_attempts=2
     )
     emulator.admin.faults(latency_ms=1500, ops=["create_cache"])
-    with pytest.raises(Exception) as first:  # noqa: PT011 - the SDK's transport error, checked below
-        create_operator(conn).execute(task_context(RUN_ID))
-    assert "timed out" in str(first.value).lower()
-    time.sleep(0.7)  # the server finishes the create it was slow on
-    emulator.admin.faults()
-    create_operator(conn).execute(task_context(RUN_ID))  # the task's retry: same run id
-    assert len(live_caches(emulator)) == 1
+
+    name = create_operator(conn).execute(task_context(RUN_ID))  # the timeout is not sent again
+
+    assert live_caches(emulator) == [name]
+    assert emulator.admin.state()["counts"]["create_cache"] == 1
 
 
 def test_a_create_that_times_out_after_the_server_made_the_cache_is_found_by_the_task_retry(
@@ -323,17 +321,13 @@ def test_a_create_that_times_out_after_the_server_made_the_cache_is_found_by_the
         "ctxcache_slow_create", **backend_extra("gemini_api", emulator), timeout=1, retry_attempts=1
     )
     emulator.admin.faults(latency_ms=1500, ops=["create_cache"])
-    with pytest.raises(Exception) as first:  # noqa: PT011 - the SDK's transport error, checked below
-        create_operator(conn).execute(task_context(RUN_ID))
-    # What the user sees: the transport's timeout; not a config error, so Airflow retries the task.
-    assert not isinstance(first.value, CtxCacheConfigError)
-    assert type(first.value).__name__ == "ReadTimeout"
-    assert "timed out" in str(first.value)
-    wait_for(lambda: len(live_caches(emulator)) == 1, 5, "the server to finish the slow create")
+    first = create_operator(conn).execute(task_context(RUN_ID))  # finds the cache the timeout hid
     emulator.admin.faults()
 
     context = task_context(RUN_ID)
     name = create_operator(conn).execute(context)  # the task's retry: same run id, XCom cleared
+
+    assert name == first
     assert context["ti"].pushed["reused"] is True
     assert live_caches(emulator) == [name]
     assert emulator.admin.state()["counts"]["create_cache"] == 1
