@@ -242,9 +242,7 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
         out); without one they go to the task log and to XCom as ``partial_results``.
         """
         if job.output_uri is not None or not job.received:
-            if job.received or job.output_uri is not None:
-                self.log.warning("Stopped mid-run; the answers received so far are in %s", job.output_uri)
-            return
+            return  # in the output already (a retry resumes there), or nothing was received
         received = list(job.received.values())
         self.log.warning(
             "Stopped mid-run after %d answers; they follow, and are in XCom 'partial_results'", len(received)
