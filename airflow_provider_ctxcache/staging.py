@@ -20,12 +20,12 @@ import binascii
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlparse
 
 from google.genai import types
 
 from airflow_provider_ctxcache.contents import LocalFile
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.gcs_uris import split_gcs
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -66,10 +66,9 @@ def same_bytes(local: LocalFile, size: int | None, sha256: str | None) -> bool:
 
 
 def split_gs_uri(uri: str, field: str = "staging_uri") -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "gs" or not parsed.netloc:
-        raise CtxCacheConfigError(f"{field}: {uri!r} is not a gs://bucket/prefix URI.")
-    return parsed.netloc, parsed.path.strip("/")
+    """``gs://bucket/prefix`` -> ``("bucket", "prefix")``, the prefix without slashes at its ends."""
+    bucket, prefix = split_gcs(uri, field, need_object=False)
+    return bucket, prefix.strip("/")
 
 
 class StagingArea(Protocol):

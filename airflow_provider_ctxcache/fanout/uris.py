@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.gcs_uris import gcs_prefix, is_gcs, split_gcs
 from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
 from airflow_provider_ctxcache.safe_files import disabled_error, outside_error, within
 
-GCS_SCHEME = "gs://"
 FILE_SCHEME = "file://"
 
 
@@ -29,30 +29,6 @@ def check_uri(value: object, field: str) -> str:
             "or a gs://bucket/path URI."
         )
     return value.strip()
-
-
-def is_gcs(uri: str) -> bool:
-    return uri.startswith(GCS_SCHEME)
-
-
-def split_gcs(uri: str, field: str, *, need_object: bool) -> tuple[str, str]:
-    """``gs://bucket/some/name`` -> ``("bucket", "some/name")``.
-
-    :param need_object: the URI must name an object (an input file), not just a bucket.
-    """
-    rest = uri[len(GCS_SCHEME) :]
-    bucket, _, name = rest.partition("/")
-    if not bucket or any(c in bucket for c in " \\") or (need_object and not name.strip("/")):
-        example = "gs://bucket/path/requests.jsonl" if need_object else "gs://bucket/prefix/"
-        raise CtxCacheConfigError(f"{field}: {uri!r} is not a Cloud Storage URI such as {example}.")
-    return bucket, name
-
-
-def gcs_prefix(uri: str, field: str) -> tuple[str, str]:
-    """A ``gs://`` folder as (bucket, prefix), the prefix empty or ending in ``/``."""
-    bucket, prefix = split_gcs(uri, field, need_object=False)
-    prefix = prefix.strip("/")
-    return bucket, f"{prefix}/" if prefix else ""
 
 
 def local_path(uri: str, allowed_roots: Sequence[str], field: str) -> Path:

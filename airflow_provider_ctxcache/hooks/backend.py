@@ -25,6 +25,7 @@ from airflow_provider_ctxcache.exceptions import (
     cache_not_found,
     translate_api_error,
 )
+from airflow_provider_ctxcache.gcs_uris import is_gcs
 from airflow_provider_ctxcache.hooks.client import google_credentials, http_options, storage_client
 from airflow_provider_ctxcache.hooks.settings import ConnectionSettings, host_of
 from airflow_provider_ctxcache.models import precheck_min_tokens
@@ -184,7 +185,7 @@ class DeveloperApi(Backend):
         return cache_denied(code, message) or cache_not_found(code, message)
 
     def check_file_uri(self, uri: str, where: str) -> None:
-        if uri.startswith("gs://"):
+        if is_gcs(uri):
             raise CtxCacheConfigError(
                 f"{where}.uri: gs:// URIs work only on {VERTEX_AI}; on {self.name} pass the file as "
                 "{'file': PATH}: large files are uploaded through the Files API for you."

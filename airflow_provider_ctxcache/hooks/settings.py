@@ -34,6 +34,7 @@ from airflow_provider_ctxcache.connection_defaults import (
     VERTEX_AI,
 )
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.gcs_uris import split_gcs
 
 __all__ = [
     "BACKENDS",
@@ -235,11 +236,12 @@ def _staging_uri(extras: Mapping[str, Any]) -> str | None:
     raw = _extra(extras, "staging_uri")
     if raw is None:
         return None
-    parsed = urlparse(str(raw))
-    if parsed.scheme != "gs" or not parsed.netloc:
+    try:
+        split_gcs(str(raw), "extra.staging_uri", need_object=False)
+    except CtxCacheConfigError:
         raise CtxCacheConfigError(
             f"extra.staging_uri: {raw!r} is not a gs://bucket/prefix URI; it is where large files are staged."
-        )
+        ) from None
     return str(raw).rstrip("/")
 
 
