@@ -7,6 +7,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_ctxcache.costs import ModelPrice, PriceOverrides, find_price
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 
 
@@ -25,3 +27,15 @@ class CtxCacheBaseOperator(BaseOperator):
     @cached_property
     def hook(self) -> ContextCacheHook:
         return ContextCacheHook(self.ctxcache_conn_id)
+
+    def price_overrides(self) -> list[PriceOverrides]:
+        """The connection's ``prices``, then the operator's own (``prices=``), later winning."""
+        return [p for p in (self.hook.settings.prices, getattr(self, "prices", None)) if p]
+
+    def report_price(self, model: str) -> ModelPrice | None:
+        """The price for a cost report, or None: a bad override must not fail work already done."""
+        try:
+            return find_price(model, self.price_overrides())
+        except CtxCacheConfigError as error:
+            self.log.warning("%s The cost is reported without a price.", error)
+            return None

@@ -20,11 +20,9 @@ from airflow_provider_ctxcache.contents import (
     resolve,
 )
 from airflow_provider_ctxcache.costs import (
-    ModelPrice,
     advise,
     check_overrides,
     creation_report,
-    find_price,
     readable_duration,
 )
 from airflow_provider_ctxcache.exceptions import (
@@ -296,7 +294,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         report = creation_report(
             model=model,
             cache_name=str(cache.name),
-            price=self._price(model),
+            price=self.report_price(model),
             cache_tokens=_tokens(cache),
             created=True,
             storage_seconds=max(0.0, seconds),
@@ -437,7 +435,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             )
         if self.prompts is not None and self.input_uri is not None:
             raise CtxCacheConfigError("prompts, input_uri: give one of them (or neither), not both.")
-        prices = [p for p in (self.hook.settings.prices, self.prices) if p]
+        prices = self.price_overrides()
         check_overrides(prices)
         self._expected_requests()
         one_expiry(self.ttl, self.expire_time)
@@ -514,19 +512,13 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         report = creation_report(
             model=model,
             cache_name=cache.name,
-            price=self._price(model),
+            price=self.report_price(model),
             cache_tokens=_tokens(cache),
             created=not reused,
         )
         self.log.info("Cost:\n%s", report.table())
         ti.xcom_push(key="cost", value=report.to_dict())
         return cache.name
-
-    def _price(self, model: str) -> ModelPrice | None:
-        try:
-            return find_price(model, [p for p in (self.hook.settings.prices, self.prices) if p])
-        except CtxCacheConfigError:  # checked before the create; never lose the cache over a report
-            return None
 
 
 def _age(cache: types.CachedContent) -> tuple[dt.datetime, str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_ctxcache.costs import ModelPrice, find_price, no_charge_report, storage_report
-from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.costs import no_charge_report, storage_report
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ class DeleteCacheOperator(CtxCacheBaseOperator):
             report = storage_report(
                 model=model,
                 cache_name=str(cache.name),
-                price=self._price(model),
+                price=self.report_price(model),
                 cache_tokens=(cache.usage_metadata.total_token_count or 0) if cache.usage_metadata else 0,
                 seconds=max(0.0, seconds),
                 how="deleted by this task: storage from its createTime to now, its whole life",
@@ -64,11 +63,3 @@ class DeleteCacheOperator(CtxCacheBaseOperator):
         self.log.info("Cost:\n%s", report.table())
         context["ti"].xcom_push(key="cost", value=report.to_dict())
         return removal.deleted
-
-    def _price(self, model: str) -> ModelPrice | None:
-        """A bad price override must not fail a teardown whose delete already stopped the bill."""
-        try:
-            return find_price(model, [p for p in (self.hook.settings.prices, self.prices) if p])
-        except CtxCacheConfigError as error:
-            self.log.warning("%s The storage is reported without a price.", error)
-            return None

@@ -212,7 +212,7 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
             else configured_allowed_roots(),
             output_part_size=self.output_part_size,
             xcom_results_limit=self.xcom_results_limit,
-            prices=[p for p in (self.hook.settings.prices, self.prices) if p],
+            prices=self.price_overrides(),
             logger=self.log,
         )
 
