@@ -1,7 +1,8 @@
 """Staging of local files too large to send inline, and their removal with the cache.
 
 Where files go is the backend's choice (``hooks.backend.Backend.staging_area``): Cloud Storage
-on Vertex AI, the Files API on the Developer API. Every staged object sits under
+on Vertex AI, the Files API on the Developer API. The create operator stages; the delete
+operator removes what was staged (the hook only deletes the cache). Every staged object sits under
 a folder named after the cache's reuse key (the suffix the provider puts in the cache's
 display name), so deleting the cache can find and remove them.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,8 +31,6 @@ from airflow_provider_ctxcache.gcs_uris import split_gcs
 
 if TYPE_CHECKING:
     from google.genai import Client
-
-    from airflow_provider_ctxcache.hooks import ContextCacheHook
 
 KEY_MARK = "ctxcache:"
 SHA256_METADATA = "ctxcache-sha256"
@@ -165,25 +165,23 @@ class FilesApiArea:
 class Stager:
     """Uploads files for one cache and returns the ``fileData`` parts that point at them."""
 
-    def __init__(self, hook: ContextCacheHook, key: str, staging_uri: str | None) -> None:
-        self.hook = hook
+    def __init__(self, area: StagingArea, key: str, log: logging.Logger | Any) -> None:
+        self.area = area
         self.folder = staging_folder(key)
-        self.area = hook.backend.staging_area(hook, staging_uri)
+        self.log = log
         self.staged: list[str] = []
 
     def __call__(self, local: LocalFile) -> types.Part:
         uri = self.area.upload(local, self.folder)
         self.staged.append(uri)
-        self.hook.log.info(
-            "Staged %s (%d bytes, %s) as %s", local.path.name, local.size, local.mime_type, uri
-        )
+        self.log.info("Staged %s (%d bytes, %s) as %s", local.path.name, local.size, local.mime_type, uri)
         return types.Part(file_data=types.FileData(file_uri=uri, mime_type=local.mime_type))
 
 
-def remove_staged(hook: ContextCacheHook, key: str, staging_uri: str | None = None) -> int:
+def remove_staged(area: StagingArea, key: str, log: logging.Logger | Any) -> int:
     """Deletes what was staged for the cache with this reuse key; returns how many objects."""
     folder = staging_folder(key)
-    removed = hook.backend.staging_area(hook, staging_uri).remove(folder)
+    removed = area.remove(folder)
     if removed:
-        hook.log.info("Removed %d staged objects of %s", removed, folder)
+        log.info("Removed %d staged objects of %s", removed, folder)
     return removed

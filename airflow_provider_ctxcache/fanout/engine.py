@@ -38,7 +38,6 @@ import contextlib
 import datetime as dt
 import inspect
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -47,7 +46,6 @@ from typing import Any
 from airflow_provider_ctxcache.costs.ledger import RequestTotals
 from airflow_provider_ctxcache.exceptions import (
     CacheNotFoundError,
-    CtxCacheApiError,
     CtxCacheConfigError,
     CtxCacheError,
     QuotaExceededError,
@@ -56,16 +54,15 @@ from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, Ticket
 from airflow_provider_ctxcache.fanout.records import KeyResult, Usage, answer_of
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.prompts import PromptRequest
+from airflow_provider_ctxcache.retry import Backoff, is_transient
 
 MIN_CONCURRENCY = 1
 MAX_CONCURRENCY = 1024
 ERROR_TEXT_LIMIT = 500
 FAILURES_KEPT = 20
 KEEP_ALIVE_RECHECK = 5.0  # seconds between keep-alive looks at the expiry and the rate
-TRANSIENT_STATUS_CODES = frozenset({408, 500, 502, 503, 504})
 # Log lines per HTTP request would bury the progress lines of a large run.
 CHATTY_LOGGERS = ("httpx", "httpx2", "google_genai.models")
-_TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2", "aiohttp")
 
 ResultCallback = Callable[["KeyResult"], Awaitable[None] | None]
 log = logging.getLogger(__name__)
@@ -246,10 +243,6 @@ async def run_fanout(
     :raises CtxCacheConfigError: the requests or the connection are wrong for every call.
     """
     check_max_concurrency(max_concurrency)
-    if hook.retry_attempts != 1:
-        # The engine retries itself and honours RetryInfo; SDK retries underneath would multiply
-        # the attempts and ignore the server's delay.
-        hook = type(hook)(hook.ctxcache_conn_id, retry_attempts=1)
     run = _Run(
         hook,
         model=model,
@@ -316,6 +309,7 @@ class _Run:
         self.expire_time = expire_time
         self.cache_tokens = cache_tokens
         self.pacer: Pacer | None = None
+        self.backoff = Backoff(options.backoff_initial, options.backoff_max)
 
     async def drive(self, requests: Iterable[PromptRequest], max_concurrency: int) -> None:
         # Read the connection once, before the workers start, instead of once per worker.
@@ -394,11 +388,14 @@ class _Run:
             summary = self.result.summary
             summary.peak_in_flight = max(summary.peak_in_flight, self.in_flight)
             try:
+                # One attempt each: the engine retries, honouring RetryInfo, which the SDK ignores;
+                # SDK retries underneath would multiply the attempts.
                 response = await self.hook.agenerate(
                     model=self.model,
                     contents=request.contents,
                     cache_name=self.cache_name,
                     config=request.config,
+                    retries=False,
                 )
             except (CacheNotFoundError, CtxCacheConfigError):
                 raise
@@ -411,9 +408,9 @@ class _Run:
                 self.pause_for_quota(error.retry_delay)
                 continue
             except Exception as error:
-                if _is_transient(error) and attempt < self.options.max_attempts:
+                if is_transient(error) and attempt < self.options.max_attempts:
                     summary.retries += 1
-                    await asyncio.sleep(self.backoff(attempt))
+                    await asyncio.sleep(self.backoff.delay(attempt))
                     continue
                 return self.failed(request.key, error, attempt)
             finally:
@@ -441,18 +438,12 @@ class _Run:
         """All workers wait: the quota is shared, so one 429 means the others would get one too."""
         self.quota_streak += 1
         self.result.summary.quota_waits += 1
-        delay = hint if hint is not None else self.backoff(self.quota_streak)
-        delay = min(delay, self.options.backoff_max)
+        delay = self.backoff.delay(self.quota_streak, hint)
         self.paused_until = max(self.paused_until, time.monotonic() + delay)
-
-    def backoff(self, attempt: int) -> float:
-        """Exponential with full jitter, so retrying workers do not arrive together."""
-        ceiling = min(self.options.backoff_max, self.options.backoff_initial * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
 
     def failed(self, key: str, error: BaseException, attempts: int) -> KeyResult:
         detail = str(error) or (
-            "the connection closed with no response" if _is_transient(error) else repr(error)
+            "the connection closed with no response" if is_transient(error) else repr(error)
         )
         text = self.hook.scrub(f"{type(error).__name__}: {detail}")
         if len(text) > ERROR_TEXT_LIMIT:
@@ -533,12 +524,3 @@ class _Run:
             summary.usage.cached_content_token_count,
             self.pacer.describe() if self.pacer is not None else "not started",
         )
-
-
-def _is_transient(error: BaseException) -> bool:
-    """Worth another try: 408/5xx from the API, or the transport failing (timeouts, resets)."""
-    if isinstance(error, CtxCacheApiError):
-        return error.code in TRANSIENT_STATUS_CODES
-    if isinstance(error, (TimeoutError, ConnectionError, OSError)):
-        return True
-    return type(error).__module__.split(".")[0] in _TRANSPORT_MODULES

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from google.genai import Client, types
 
@@ -30,9 +31,6 @@ from airflow_provider_ctxcache.hooks.client import google_credentials, http_opti
 from airflow_provider_ctxcache.hooks.settings import ConnectionSettings, host_of
 from airflow_provider_ctxcache.models import precheck_min_tokens
 from airflow_provider_ctxcache.staging import CloudStorageArea, FilesApiArea, StagingArea
-
-if TYPE_CHECKING:
-    from airflow_provider_ctxcache.hooks.context_cache import ContextCacheHook
 
 # Both backends document 10 MB for inline cache content. The Developer API raised its request
 # limit to 100 MB in Jan 2026, but not (as far as documented) for cachedContents.create.
@@ -133,8 +131,13 @@ class Backend(ABC):
         """``contents`` and ``config`` for countTokens, so the count covers the system instruction."""
 
     @abstractmethod
-    def staging_area(self, hook: ContextCacheHook, staging_uri: str | None = None) -> StagingArea:
-        """Where local files too large to send inline go; ``staging_uri`` overrides the connection's."""
+    def staging_area(
+        self, client: Callable[[], Client], storage_client: Callable[[], Any], staging_uri: str | None = None
+    ) -> StagingArea:
+        """Where local files too large to send inline go; ``staging_uri`` overrides the connection's.
+
+        ``client`` and ``storage_client`` give the hook's clients when first needed.
+        """
 
     @abstractmethod
     def check_kms_key(self, kms_key_name: str | None) -> None:
@@ -200,8 +203,10 @@ class DeveloperApi(Backend):
         listed = list(contents) if isinstance(contents, (list, tuple)) else [contents]
         return [*listed, system_instruction], None
 
-    def staging_area(self, hook: ContextCacheHook, staging_uri: str | None = None) -> StagingArea:
-        return FilesApiArea(hook.get_conn)
+    def staging_area(
+        self, client: Callable[[], Client], storage_client: Callable[[], Any], staging_uri: str | None = None
+    ) -> StagingArea:
+        return FilesApiArea(client)
 
     def check_kms_key(self, kms_key_name: str | None) -> None:
         if kms_key_name:
@@ -287,8 +292,10 @@ class VertexAi(Backend):
             return contents, None
         return contents, types.CountTokensConfig(system_instruction=system_instruction)
 
-    def staging_area(self, hook: ContextCacheHook, staging_uri: str | None = None) -> StagingArea:
-        return CloudStorageArea(lambda: hook.storage_client, staging_uri or self.settings.staging_uri)
+    def staging_area(
+        self, client: Callable[[], Client], storage_client: Callable[[], Any], staging_uri: str | None = None
+    ) -> StagingArea:
+        return CloudStorageArea(storage_client, staging_uri or self.settings.staging_uri)
 
     def check_kms_key(self, kms_key_name: str | None) -> None:
         """Vertex encrypts the cache with the key (``encryption_spec``)."""

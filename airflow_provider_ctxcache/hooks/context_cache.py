@@ -1,7 +1,9 @@
 """ContextCacheHook: one SDK call per method, for both Gemini backends, with errors mapped once.
 
 What differs between the Developer API and Vertex AI (the client, cache names, error shapes,
-limits) is asked of ``hook.backend`` (:mod:`.backend`), chosen once from the connection.
+limits) is asked of ``hook.backend`` (:mod:`.backend`), chosen once from the connection. The
+hook is a plain API wrapper: what to do around a call (staging files, reusing caches, fanning
+out, reporting costs) belongs to the operators and the fan-out engine that call it.
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from google.genai.errors import APIError
 
 from airflow_provider_ctxcache.exceptions import (
     CacheNotFoundError,
-    CtxCacheApiError,
     CtxCacheConfigError,
     ForbiddenWithCacheError,
-    QuotaExceededError,
 )
 from airflow_provider_ctxcache.hooks.backend import Backend, backend_for
 from airflow_provider_ctxcache.hooks.server_clock import server_now
 from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
 from airflow_provider_ctxcache.models import check_not_shut_down
-from airflow_provider_ctxcache.staging import key_of, remove_staged
+from airflow_provider_ctxcache.retry import Backoff, nothing_made, server_hint
 from airflow_provider_ctxcache.validation import api_duration, one_expiry, parse_expire_time, parse_ttl
 
 DEFAULT_PAGE_SIZE = 100
@@ -51,8 +51,11 @@ class ContextCacheHook(BaseHook):
     """Cache CRUD, token counting and generation against Gemini, sync and async.
 
     :param ctxcache_conn_id: an Airflow connection of type ``ctxcache``.
-    :param retry_attempts: overrides the connection's retry count for this hook; the fan-out
-        engine passes 1 because it retries itself and honours the server's retryDelay.
+    :param retry_attempts: overrides the connection's retry count for this hook's calls.
+
+    ``agenerate(..., retries=False)`` makes one attempt and leaves retrying to the caller (the
+    fan-out engine, which honours the server's retryDelay); creates always do (see
+    :meth:`create_cache`). Both use a second client of this hook without SDK retries.
     """
 
     conn_name_attr = "ctxcache_conn_id"
@@ -127,8 +130,8 @@ class ContextCacheHook(BaseHook):
 
     @cached_property
     def _single_attempt_client(self) -> Client:
-        """For creates: a create that times out may still have made the cache on the server, so
-        retrying in the SDK would make another one; the task's own retry finds it by its key."""
+        """Without SDK retries: for creates (see :meth:`_create_once`), the fan-out's calls and the
+        Test button. Retrying in the SDK would multiply the caller's own attempts."""
         return self._client if self.retry_attempts == 1 else self._build(1)
 
     @property
@@ -136,16 +139,21 @@ class ContextCacheHook(BaseHook):
         """``client.aio``: the same configuration, for triggers and the fan-out engine."""
         return self._client.aio
 
+    def _clients(self) -> list[Client]:
+        built = (self.__dict__.get("_client"), self.__dict__.get("_single_attempt_client"))
+        return list({id(c): c for c in built if c is not None}.values())
+
     def close(self) -> None:
-        clients = {
-            id(c): c for c in (self.__dict__.get("_client"), self.__dict__.get("_single_attempt_client")) if c
-        }
-        for client in clients.values():
+        """Closes the clients; a later call builds new ones."""
+        for client in self._clients():
             client.close()
+        self.__dict__.pop("_client", None)
+        self.__dict__.pop("_single_attempt_client", None)
 
     async def aclose(self) -> None:
-        if "_client" in self.__dict__:
-            await self._client.aio.aclose()
+        """Closes the async clients; they belong to the event loop they first ran in."""
+        for client in self._clients():
+            await client.aio.aclose()
 
     @contextlib.contextmanager
     def _api_errors(self, *, cache_name: str | None = None, model: str | None = None) -> Iterator[None]:
@@ -207,17 +215,15 @@ class ContextCacheHook(BaseHook):
         make a second, billed one. The task's retry finds the first by its display-name key.
         """
         settings = self.settings
+        backoff = Backoff(settings.retry_initial_delay, settings.retry_max_delay)
         for attempt in range(1, settings.retry_attempts + 1):
             try:
                 with self._api_errors(model=model):
                     return self._single_attempt_client.caches.create(model=model, config=config)
-            except (QuotaExceededError, CtxCacheApiError) as error:
-                retryable = isinstance(error, QuotaExceededError) or error.code == 503
-                if not retryable or attempt == settings.retry_attempts:
+            except Exception as error:
+                if not nothing_made(error) or attempt == settings.retry_attempts:
                     raise
-                hint = error.retry_delay if isinstance(error, QuotaExceededError) else None
-                delay = hint if hint is not None else settings.retry_initial_delay * 2 ** (attempt - 1)
-                delay = min(delay, settings.retry_max_delay)
+                delay = backoff.delay(attempt, server_hint(error))
                 self.log.info(
                     "Create got %s; trying again in %.1fs (attempt %d)",
                     type(error).__name__,
@@ -243,9 +249,14 @@ class ContextCacheHook(BaseHook):
         self, *, display_name: str | None = None, page_size: int = DEFAULT_PAGE_SIZE, limit: int | None = None
     ) -> list[types.CachedContent]:
         """Live caches over all pages; display names are not unique, so this may return several."""
+        return self._list(self._client, display_name=display_name, page_size=page_size, limit=limit)
+
+    def _list(
+        self, client: Client, *, display_name: str | None, page_size: int, limit: int | None
+    ) -> list[types.CachedContent]:
         found: list[types.CachedContent] = []
         with self._api_errors():
-            for cache in self._client.caches.list(config=types.ListCachedContentsConfig(page_size=page_size)):
+            for cache in client.caches.list(config=types.ListCachedContentsConfig(page_size=page_size)):
                 if display_name is None or cache.display_name == display_name:
                     found.append(cache)
                     if limit is not None and len(found) >= limit:
@@ -270,18 +281,15 @@ class ContextCacheHook(BaseHook):
         with self._api_errors(cache_name=name):
             return await self._client.aio.caches.update(name=name, config=config)
 
-    def delete_cache(self, name: str, *, staged: bool = True) -> bool:
-        """True if this call deleted it, False if it was already gone: safe for teardowns and retries.
+    def delete_cache(self, name: str) -> bool:
+        """True if this call deleted it, False if it was already gone: safe for teardowns and retries."""
+        return self.remove_cache(name).deleted
 
-        With ``staged``, files the provider staged for this cache (found through the
-        reuse key in its display name) are removed too.
-        """
-        return self.remove_cache(name, staged=staged).deleted
-
-    def remove_cache(self, name: str, *, staged: bool = True) -> CacheRemoval:
+    def remove_cache(self, name: str) -> CacheRemoval:
         """Delete the cache and say what it was and when it ended (for its storage bill).
 
-        The cache is read first (free): its ``createTime``, size and model price its storage.
+        The cache is read first (free): its ``createTime``, size and model price its storage,
+        and its display name leads the caller to anything staged for it.
         """
         name = self.cache_name(name)
         try:
@@ -299,9 +307,6 @@ class ContextCacheHook(BaseHook):
         http = getattr(answer, "sdk_http_response", None)
         ended_at = server_now(getattr(http, "headers", None), received)
         self.log.info("Deleted cache %s", name)
-        key = key_of(cache.display_name) if staged else None
-        if key is not None:
-            remove_staged(self, key)
         return CacheRemoval(deleted=True, cache=cache, ended_at=ended_at)
 
     async def adelete_cache(self, name: str) -> bool:
@@ -341,14 +346,22 @@ class ContextCacheHook(BaseHook):
             )
 
     async def agenerate(
-        self, *, model: str, contents: Any, cache_name: str | None = None, config: Any = None
+        self,
+        *,
+        model: str,
+        contents: Any,
+        cache_name: str | None = None,
+        config: Any = None,
+        retries: bool = True,
     ) -> types.GenerateContentResponse:
+        """:meth:`generate`, async; ``retries=False``: one attempt, the caller retries."""
         await self.aload_settings()
         check_not_shut_down(model)
         cache_name = self.cache_name(cache_name) if cache_name else None
         generation_config = _generation_config(config, cache_name)
+        client = self._client if retries else self._single_attempt_client
         with self._api_errors(cache_name=cache_name, model=model):
-            return await self._client.aio.models.generate_content(
+            return await client.aio.models.generate_content(
                 model=model, contents=contents, config=generation_config
             )
 
@@ -356,14 +369,14 @@ class ContextCacheHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """One list call without retries, so the UI's Test button answers in seconds."""
-        probe = type(self)(self.ctxcache_conn_id, retry_attempts=1)
         try:
-            visible = len(probe.list_caches(page_size=1, limit=1))
-            where = probe.backend.describe()
+            client = self._single_attempt_client
+            visible = len(self._list(client, display_name=None, page_size=1, limit=1))
+            where = self.backend.describe()
         except Exception as error:
-            return False, probe.scrub(f"{type(error).__name__}: {error}")
+            return False, self.scrub(f"{type(error).__name__}: {error}")
         finally:
-            probe.close()
+            self.close()
         return True, f"Connected to {where}; listing caches works ({visible} seen on the first page)."
 
 

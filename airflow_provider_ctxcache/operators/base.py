@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_ctxcache.costs import ModelPrice, PriceOverrides, find_price
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.staging import StagingArea
 
 
 class CtxCacheBaseOperator(BaseOperator):
@@ -27,6 +28,11 @@ class CtxCacheBaseOperator(BaseOperator):
     @cached_property
     def hook(self) -> ContextCacheHook:
         return ContextCacheHook(self.ctxcache_conn_id)
+
+    def staging_area(self, staging_uri: str | None = None) -> StagingArea:
+        """Where this connection stages large files, through the hook's clients."""
+        hook = self.hook
+        return hook.backend.staging_area(hook.get_conn, lambda: hook.storage_client, staging_uri)
 
     def price_overrides(self) -> list[PriceOverrides]:
         """The connection's ``prices``, then the operator's own (``prices=``), later winning."""

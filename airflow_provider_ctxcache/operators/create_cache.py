@@ -206,7 +206,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             return self._push(context, existing, reused=True)
 
         limit = hook.backend.inline_limit_bytes
-        stager = Stager(hook, plan["key"], self.staging_uri or hook.settings.staging_uri)
+        stager = Stager(self.staging_area(self.staging_uri), plan["key"], self.log)
         parts = resolve(plan["items"], stager if files_to_stage(plan["items"], limit) else None, limit)
         try:
             tokens = self._precheck_size(plan["model"], parts)
@@ -230,7 +230,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
                 cache = self._made_anyway(plan["display_name"], started, error)
         except (CacheTooSmallError, AirflowSkipException, CacheNotWorthItError):
             if stager.staged:
-                remove_staged(hook, plan["key"], self.staging_uri)
+                remove_staged(stager.area, plan["key"], self.log)
             raise
         if self.reuse == "content":
             cache = self._settle_on_oldest(context, plan, cache)
@@ -281,7 +281,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         self.log.info(
             "Another run made cache %s for the same content first; deleting %s", oldest.name, mine.name
         )
-        removal = self.hook.remove_cache(str(mine.name), staged=False)
+        removal = self.hook.remove_cache(str(mine.name))  # its staged files are the oldest's too
         self._report_short_life(context, mine, removal.ended_at)
         return oldest
 

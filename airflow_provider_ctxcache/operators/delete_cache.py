@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ctxcache.costs import no_charge_report, storage_report
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
+from airflow_provider_ctxcache.staging import key_of, remove_staged
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -24,8 +25,10 @@ class DeleteCacheOperator(CtxCacheBaseOperator):
 
         DeleteCacheOperator(task_id="delete_cache", cache_name=create.output).as_teardown(setups=create)
 
-    The task that deletes a cache is charged its storage for its whole life, from its
-    ``createTime`` to now, once: the report is logged and pushed to XCom as ``cost``.
+    Files the provider staged for the cache (large local files, found through the reuse key in
+    its display name) are removed with it. The task that deletes a cache is charged its storage
+    for its whole life, from its ``createTime`` to now, once: the report is logged and pushed to
+    XCom as ``cost``.
 
     :param cache_name: the cache, usually ``create_cache.output``.
     :param prices: price overrides for the storage report; default the connection extra ``prices``.
@@ -43,6 +46,9 @@ class DeleteCacheOperator(CtxCacheBaseOperator):
     def execute(self, context: Context) -> bool:
         removal = self.hook.remove_cache(self.cache_name)
         cache = removal.cache
+        key = key_of(cache.display_name) if removal.deleted and cache is not None else None
+        if key is not None:
+            remove_staged(self.staging_area(), key, self.log)
         if removal.deleted and cache is not None and removal.ended_at and cache.create_time:
             model = cache.model or ""
             seconds = (removal.ended_at - cache.create_time).total_seconds()

@@ -171,12 +171,12 @@ def test_large_files_are_staged_where_each_backend_reads_them(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
     developer = hook_on("gemini_api", emulator, make_conn)
-    assert isinstance(developer.backend.staging_area(developer), FilesApiArea)
+    assert isinstance(developer.backend.staging_area(developer.get_conn, lambda: None), FilesApiArea)
     vertex = hook_on("vertex_ai", emulator, make_conn, staging_uri="gs://bucket/stage")
-    area = vertex.backend.staging_area(vertex)
+    area = vertex.backend.staging_area(vertex.get_conn, lambda: None)
     assert isinstance(area, CloudStorageArea)
     assert area.staging_uri == "gs://bucket/stage"
-    override = vertex.backend.staging_area(vertex, "gs://other/prefix")
+    override = vertex.backend.staging_area(vertex.get_conn, lambda: None, "gs://other/prefix")
     assert isinstance(override, CloudStorageArea)
     assert override.staging_uri == "gs://other/prefix"
 

@@ -1,0 +1,87 @@
+"""The hook is a plain API wrapper: one SDK call per method, retried only where the caller asks.
+
+Staging, reuse and fan-out live in the operators and the engine that call it; the hook builds
+no second hook, and deleting a cache deletes the cache only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_ctxcache.emulator.process import EmulatorProcess
+from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
+from airflow_provider_ctxcache.exceptions import CtxCacheApiError
+from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.operators import CreateCacheOperator
+from tests.hooks.conftest import ConnFactory, backend_extra
+from tests.operators.context import task_context
+
+MODEL = "gemini-2.5-flash"
+MB = 1024 * 1024
+
+
+def generate_calls(emulator: EmulatorProcess) -> int:
+    return len([r for r in emulator.admin.requests() if r["op"] == "generate_content"])
+
+
+def test_agenerate_without_retries_makes_one_attempt(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    hook = ContextCacheHook(make_conn("plain_once", retry_attempts=4, **backend_extra("gemini_api", emulator)))
+    emulator.admin.faults(error_rate_503=1.0, ops=["generate_content"])
+
+    with pytest.raises(CtxCacheApiError) as raised:
+        asyncio.run(hook.agenerate(model=MODEL, contents="hi", retries=False))
+
+    assert raised.value.code == 503
+    assert generate_calls(emulator) == 1
+
+
+def test_agenerate_retries_as_the_connection_says_by_default(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    hook = ContextCacheHook(make_conn("plain_retry", retry_attempts=4, **backend_extra("gemini_api", emulator)))
+    emulator.admin.faults(error_rate_503=1.0, ops=["generate_content"])
+
+    with pytest.raises(CtxCacheApiError):
+        asyncio.run(hook.agenerate(model=MODEL, contents="hi"))
+
+    assert generate_calls(emulator) == 4
+
+
+def test_the_test_button_makes_one_list_call_on_a_failing_server(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    hook = ContextCacheHook(make_conn("plain_test", retry_attempts=4, **backend_extra("gemini_api", emulator)))
+    emulator.admin.faults(error_rate_503=1.0, ops=["list_caches"])
+
+    ok, message = hook.test_connection()
+
+    assert not ok
+    assert "503" in message
+    assert len([r for r in emulator.admin.requests() if r["op"] == "list_caches"]) == 1
+
+
+def test_deleting_a_cache_through_the_hook_leaves_its_staged_files_to_the_operator(
+    emulator: EmulatorProcess, make_conn: ConnFactory, tmp_path: Path
+) -> None:
+    conn_id = make_conn("plain_staged", **backend_extra("gemini_api", emulator))
+    video = tmp_path / "talk.mp4"
+    video.write_bytes(os.urandom(11 * MB))
+    name = CreateCacheOperator(
+        task_id="create_cache",
+        ctxcache_conn_id=conn_id,
+        model=MODEL,
+        contents=[text_of_tokens(2100), {"file": str(video)}],
+        allowed_roots=[str(tmp_path)],
+    ).execute(task_context())
+
+    assert ContextCacheHook(conn_id).delete_cache(name)
+
+    state = emulator.admin.state()
+    assert state["caches"] == []
+    assert [f["sizeBytes"] for f in state["files"]] == [str(11 * MB)]
