@@ -1,15 +1,23 @@
-"""The allowed roots, and local files read once beneath them.
+"""The allowed roots, and local files opened once beneath them.
 
 This is the one allowed-roots check: cache contents (``contents.py``) and fan-out input and
-output (``fanout/uris.py``) both call it. A run triggered from the UI renders params into paths,
-so a path is untrusted, and a path checked now and opened later can be swapped in between
-(a folder for a symlink to elsewhere, a file for a FIFO). So a content file is opened once:
-every component relative to its parent's descriptor with ``O_NOFOLLOW``, a symlink read and
-resolved by hand beneath the roots (followed while it stays inside one, refused when it leads
-out), ``..`` taken back along the folders already opened, and the last component opened
-``O_NONBLOCK`` and checked on its descriptor to be a regular file (a FIFO, socket or device is
-refused by name, without blocking). Its bytes are read there and then, and those bytes are what
-is hashed and sent, inline or staged.
+output (``fanout/uris.py``, ``fanout/inputs.py``, ``fanout/outputs.py``, ``fanout/shards.py``,
+``fanout/pending.py``) all call it. A run triggered from the UI renders params into paths, so a
+path is untrusted, and a path checked now and opened later can be swapped in between (a folder
+for a symlink to elsewhere, a file for a FIFO). So a path is opened once: every component
+relative to its parent's descriptor with ``O_NOFOLLOW``, a symlink read and resolved by hand
+beneath the roots (followed while it stays inside one, refused when it leads out), ``..`` taken
+back along the folders already opened, and the last component opened ``O_NONBLOCK`` and checked
+on its descriptor (a FIFO, socket or device is refused by name, without blocking).
+
+- A content file (:func:`read_beneath`) is a regular file whose bytes are read there and then;
+  those bytes are what is hashed and sent, inline or staged.
+- A fan-out input (:func:`open_file_beneath`) is a regular file's descriptor, read as many
+  times as needed through that descriptor and never reopened by its path.
+- A fan-out output or shards folder (:func:`open_dir_beneath`, missing folders made with
+  ``mkdir`` relative to their parent's descriptor) is a folder's descriptor: files in it are
+  created, listed, read (:func:`open_file_in`), renamed and removed relative to it, so the
+  folder written to is the folder that was checked.
 
 Roots must be absolute: an empty or relative root would be the worker's current directory.
 A root itself may be a symlink (it is the administrator's choice); it is resolved once.
@@ -164,24 +172,7 @@ def read_beneath(raw: str, roots: Sequence[Root], where: str) -> list[CheckedFil
     Hidden names are skipped in a folder, and so are symlinks to folders (no loops); any other
     entry that cannot be sent fails the read naming it.
     """
-    if not roots:
-        raise disabled_error(where)
-    path = os.path.expanduser(raw)
-    if not os.path.isabs(path):
-        path = os.path.join(os.getcwd(), path)
-    try:
-        try:
-            found, reached = _open_beneath(path, roots)
-        except _Outside:  # spelled through a symlink above the roots? Resolved, it is walked all the same
-            found, reached = _open_beneath(os.path.realpath(path), roots)
-    except _Outside:
-        raise outside_error(where, raw, roots) from None
-    except _LinkOut:
-        raise outside_error(where, raw, roots, " through a symlink") from None
-    except OSError as error:
-        if error.errno in _MISSING:
-            raise CtxCacheConfigError(f"{where}: {raw!r} does not exist on this worker.") from None
-        raise _unreadable(where, raw, error) from None
+    found, reached = _opened(raw, roots, where, raw)
     files: list[CheckedFile] = []
     try:
         mode = _fstat(found, where, raw).st_mode
@@ -194,12 +185,157 @@ def read_beneath(raw: str, roots: Sequence[Root], where: str) -> list[CheckedFil
     return files
 
 
+class MissingPath(CtxCacheConfigError):
+    """The path, or a folder on its way, does not exist (a config error naming the field)."""
+
+
+def open_file_beneath(
+    raw: str,
+    roots: Sequence[Root],
+    where: str,
+    *,
+    shown: str | None = None,
+    fix: str = "give a file inside it",
+) -> int:
+    """A descriptor of the regular file at ``raw``, opened once beneath the roots (blocking reads).
+
+    The caller owns the descriptor and reads through it (``os.pread`` to read it again), never
+    reopening the path. A folder is refused saying ``fix``; a FIFO, socket or device is refused
+    by name without blocking. ``shown`` is how messages name the path (default ``raw``).
+
+    :raises CtxCacheConfigError: naming ``where``; :class:`MissingPath` when nothing is there.
+    """
+    shown = raw if shown is None else shown
+    fd, _reached = _opened(raw, roots, where, shown)
+    try:
+        mode = _fstat(fd, where, shown).st_mode
+        if stat.S_ISDIR(mode):
+            raise CtxCacheConfigError(f"{where}: {shown!r} is a folder; {fix}.")
+        if not stat.S_ISREG(mode):
+            raise _not_regular(where, shown, mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_dir_beneath(
+    raw: str,
+    roots: Sequence[Root],
+    where: str,
+    *,
+    create: bool = False,
+    shown: str | None = None,
+    fix: str = "give a folder",
+) -> int:
+    """A descriptor of the folder at ``raw``, opened once beneath the roots.
+
+    With ``create``, missing folders on the way are made (``mkdir`` relative to the parent's
+    descriptor, so never through a symlink that leads out). Files in the folder are then made,
+    read, renamed and removed relative to the descriptor (``dir_fd=``), never by path. Anything
+    but a folder there is refused saying ``fix``.
+
+    :raises CtxCacheConfigError: naming ``where``; :class:`MissingPath` when nothing is there
+        (only without ``create``).
+    """
+    shown = raw if shown is None else shown
+    fd, _reached = _opened(raw, roots, where, shown, create=create)
+    try:
+        mode = _fstat(fd, where, shown).st_mode
+        if not stat.S_ISDIR(mode):
+            what = "file" if stat.S_ISREG(mode) else _kind(mode)
+            raise CtxCacheConfigError(f"{where}: {shown!r} is a {what}; {fix}.")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_dir_in(dir_fd: int, name: str, path: str, roots: Sequence[Root], where: str) -> int | None:
+    """The folder ``name`` in the folder open at ``dir_fd``, or None when it is not a folder.
+
+    A symlink there is followed beneath the roots from ``path`` (the entry's own path), and
+    refused when it leads out of them; a folder that went away meanwhile is None.
+    """
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as error:
+        if _link_target(name, dir_fd) is None:
+            if error.errno in _MISSING:
+                return None
+            raise _unreadable(where, path, error) from None
+    try:
+        return open_dir_beneath(path, roots, where)
+    except MissingPath:
+        return None
+
+
+def open_file_in(dir_fd: int, name: str, where: str, shown: str) -> int:
+    """The regular file ``name`` in the folder open at ``dir_fd``, never through a symlink.
+
+    Opened without blocking and checked on its descriptor, as :func:`open_file_beneath` does;
+    a symlink there is refused (``O_NOFOLLOW``). ``shown`` names it in messages.
+    """
+    try:
+        fd = os.open(name, _LEAF_FLAGS, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            raise MissingPath(f"{where}: {shown!r} does not exist on this worker.") from None
+        raise _unreadable(where, shown, error) from None
+    try:
+        mode = _fstat(fd, where, shown).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(where, shown, mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _opened(
+    raw: str, roots: Sequence[Root], where: str, shown: str, *, create: bool = False
+) -> tuple[int, str]:
+    """``raw`` opened beneath the roots, every failure a config error naming ``where`` and ``shown``."""
+    if not roots:
+        raise disabled_error(where)
+    path = os.path.expanduser(raw)
+    if not os.path.isabs(path):
+        path = os.path.join(os.getcwd(), path)
+    try:
+        try:
+            return _open_beneath(path, roots, create=create)
+        except _Outside:  # spelled through a symlink above the roots? Resolved, it is walked all the same
+            return _open_beneath(os.path.realpath(path), roots, create=create)
+    except _Outside:
+        raise outside_error(where, shown, roots) from None
+    except _LinkOut:
+        raise outside_error(where, shown, roots, " through a symlink") from None
+    except _CannotCreate as failed:
+        raise _cannot_create(where, shown, failed.error) from None
+    except OSError as error:
+        if error.errno in _MISSING:
+            if create:  # a file where a folder should be made
+                raise _cannot_create(where, shown, error) from None
+            raise MissingPath(f"{where}: {shown!r} does not exist on this worker.") from None
+        raise _unreadable(where, shown, error) from None
+
+
 class _Outside(Exception):
     """The path, as given, is in no allowed root."""
 
 
 class _LinkOut(Exception):
     """A symlink on the path's way leads out of every allowed root."""
+
+
+class _CannotCreate(Exception):
+    """A missing folder on the path's way could not be made."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _parts(path: str) -> tuple[str, ...]:
@@ -219,15 +355,17 @@ def _match(path: str, roots: Sequence[Root]) -> tuple[Root, collections.deque[st
     return best[1], collections.deque(parts[best[0] :])
 
 
-def _open_beneath(path: str, roots: Sequence[Root]) -> tuple[int, str]:
+def _open_beneath(path: str, roots: Sequence[Root], *, create: bool = False) -> tuple[int, str]:
     """``path`` opened beneath the roots, never through a symlink that leaves them.
 
+    With ``create``, a missing component is made as a folder in its parent's descriptor.
     Returns the descriptor and where it was reached (symlinks resolved).
     """
     root, pending = _match(path, roots)
     stack = [os.open(root.real, _ROOT_FLAGS)]
     names: list[str] = []
     links = 0
+    made = 0
 
     def jump(target: str, leaving: type[Exception]) -> None:
         nonlocal root
@@ -254,10 +392,17 @@ def _open_beneath(path: str, roots: Sequence[Root]) -> tuple[int, str]:
             last = not pending
             try:
                 fd = os.open(name, _LEAF_FLAGS if last else _DIR_FLAGS, dir_fd=stack[-1])
-            except OSError:
+            except OSError as error:
                 target = _link_target(name, stack[-1])
                 if target is None:
-                    raise
+                    if not (create and error.errno == errno.ENOENT):
+                        raise
+                    made += 1  # made, then gone again each time: give up as a symlink loop would
+                    if made > _MAX_LINKS + len(names) + len(pending) + 1:
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
+                    _make_folder(name, stack[-1])
+                    pending.appendleft(name)
+                    continue
                 links += 1
                 if links > _MAX_LINKS:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
@@ -274,6 +419,16 @@ def _open_beneath(path: str, roots: Sequence[Root]) -> tuple[int, str]:
     finally:
         for fd in stack:
             os.close(fd)
+
+
+def _make_folder(name: str, dir_fd: int) -> None:
+    """The folder ``name`` in ``dir_fd``; one made meanwhile by someone else is fine."""
+    try:
+        os.mkdir(name, 0o777, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise _CannotCreate(error) from None
 
 
 def _link_target(name: str, dir_fd: int) -> str | None:
@@ -328,10 +483,7 @@ def _fstat(fd: int, where: str, shown: str) -> os.stat_result:
 
 def _read(fd: int, mode: int, name: str, shown: str, where: str) -> CheckedFile:
     if not stat.S_ISREG(mode):
-        raise CtxCacheConfigError(
-            f"{where}: {shown!r} is a {_kind(mode)}, not a regular file; only regular files are "
-            "read (a FIFO or a device could block the worker or never end)."
-        )
+        raise _not_regular(where, shown, mode)
     digest = hashlib.sha256()
     size = 0
     held = bytearray()
@@ -381,6 +533,20 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "device"
     return "special file"
+
+
+def _not_regular(where: str, shown: str, mode: int) -> CtxCacheConfigError:
+    return CtxCacheConfigError(
+        f"{where}: {shown!r} is a {_kind(mode)}, not a regular file; only regular files are "
+        "read (a FIFO or a device could block the worker or never end)."
+    )
+
+
+def _cannot_create(where: str, shown: str, error: OSError) -> CtxCacheConfigError:
+    return CtxCacheConfigError(
+        f"{where}: cannot create the folder {shown!r} ({error.strerror or error}); give a folder "
+        "this worker may create, or create it beforehand."
+    )
 
 
 def _unreadable(where: str, shown: str, error: OSError) -> CtxCacheConfigError:

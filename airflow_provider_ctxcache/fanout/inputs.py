@@ -5,17 +5,22 @@ Each non-blank line is one request object such as
 finds the file and parses lines as JSON; what a request may hold is checked by
 :func:`airflow_provider_ctxcache.prompts.normalize_prompts`.
 
-A ``gs://`` object is downloaded once to a local temporary file, so the engine can read it
-twice (a validating pass, then a streaming pass) without a second download; lines are read
-one at a time, never the whole file at once.
+A local file is opened once, beneath the allowed roots (``safe_files.open_file_beneath``: no
+symlink out of them, no FIFO, socket or device, refused by name without blocking), and every
+pass reads that descriptor at its own offset (``os.pread``); the path is never opened again, so
+a file swapped after the check is never read. A ``gs://`` object is downloaded once to a local
+temporary file, so the engine can read it twice (a validating pass, then a streaming pass)
+without a second download; lines are read one at a time, never the whole file at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -23,19 +28,25 @@ from typing import Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.uris import check_uri, is_gcs, local_path, split_gcs
+from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
+from airflow_provider_ctxcache.safe_files import open_file_beneath
 
 REQUEST_EXAMPLE = '{"key": ..., "request": {...}}'
 
 
 class InputFile:
-    """One JSONL input, readable as many times as needed; ``close()`` removes a downloaded copy.
+    """One JSONL input, readable as many times as needed through one open descriptor.
+
+    ``close()`` closes the descriptor and removes a downloaded copy.
 
     :param uri: what the user gave (a path or ``gs://`` URI), for messages.
-    :param path: the local file to read.
+    :param path: the local file, for messages (and the download to remove).
     :param field: the operator field named in errors.
     :param temporary: ``path`` is a download this object owns and deletes on close.
     :param max_line_bytes: a longer line is refused as soon as that many bytes are read, so one
         huge line never sits whole in memory (the backend's request limit).
+    :param fd: the file's checked descriptor, which this object then owns; without it ``path``
+        is opened here (for a path the caller made or trusts, such as a download).
     """
 
     def __init__(
@@ -46,12 +57,15 @@ class InputFile:
         field: str = "input_uri",
         temporary: bool = False,
         max_line_bytes: int | None = None,
+        fd: int | None = None,
     ) -> None:
         self.uri = uri
         self.path = path
         self.field = field
         self._temporary = temporary
         self.max_line_bytes = max_line_bytes
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if fd is None else fd
+        self._release = weakref.finalize(self, os.close, self._fd)
 
     def raw_lines(self) -> Iterator[tuple[int, bytes]]:
         """(1-based line number, the line's bytes without its line break) for each non-blank line.
@@ -71,7 +85,9 @@ class InputFile:
 
     def _parsed(self) -> Iterator[tuple[int, bytes, Any]]:
         limit = self.max_line_bytes
-        with self.path.open("rb") as handle:
+        if not self._release.alive:
+            raise ValueError(f"the input {self.uri!r} is closed")
+        with io.BufferedReader(_PositionalReader(self._fd)) as handle:
             for number, line in enumerate(iter(lambda: _read_line(handle, limit), b""), start=1):
                 raw = line.rstrip(b"\r\n")
                 if limit is not None and len(raw) > limit:
@@ -91,6 +107,7 @@ class InputFile:
                 yield number, raw, value
 
     def close(self) -> None:
+        self._release()
         if self._temporary:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
@@ -109,6 +126,24 @@ class InputFile:
 
     def __repr__(self) -> str:
         return f"InputFile({self.uri!r})"
+
+
+class _PositionalReader(io.RawIOBase):
+    """A pass over a shared descriptor with its own offset (``os.pread``); closing it leaves the fd open."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self._fd, len(buffer), self._offset)
+        buffer[: len(data)] = data
+        self._offset += len(data)
+        return len(data)
 
 
 def _read_line(handle: Any, limit: int | None) -> bytes:
@@ -147,11 +182,11 @@ def open_input(
         downloaded.max_line_bytes = max_line_bytes
         return downloaded
     path = local_path(uri, allowed_roots, field)
-    if path.is_dir():
-        raise CtxCacheConfigError(f"{field}: {uri!r} is a folder; give the JSONL file inside it.")
-    if not path.is_file():
-        raise CtxCacheConfigError(f"{field}: {uri!r} does not exist on this worker.")
-    return InputFile(uri, path, field=field, max_line_bytes=max_line_bytes)
+    # Opened here, once, beneath the roots: every pass reads this descriptor, never the path again.
+    fd = open_file_beneath(
+        str(path), checked_roots(allowed_roots), field, shown=uri, fix="give the JSONL file inside it"
+    )
+    return InputFile(uri, path, field=field, max_line_bytes=max_line_bytes, fd=fd)
 
 
 def _download(uri: str, storage_client_factory: Callable[[], Any], field: str) -> InputFile:
@@ -179,7 +214,12 @@ def _download(uri: str, storage_client_factory: Callable[[], Any], field: str) -
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return InputFile(uri, path, field=field, temporary=True)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # this task's own private copy
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return InputFile(uri, path, field=field, temporary=True, fd=fd)
 
 
 __all__ = ["InputFile", "open_input"]

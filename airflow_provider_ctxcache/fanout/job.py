@@ -113,6 +113,13 @@ class FanoutJob:
             else None
         )
         try:
+            return self._run_into(source, sink)
+        finally:
+            if sink is not None:
+                sink.release()
+
+    def _run_into(self, source: InputFile | Sequence[Any], sink: ResultSink | None) -> dict[str, Any]:
+        try:
             scan = sink.scan() if sink is not None else OutputScan()
             if sink is not None:
                 sink.check_writable()  # before anything is paid for, not after the answers are in

@@ -8,7 +8,10 @@ One JSON object per line, exactly what a Gemini batch job writes::
 The response is the ``GenerateContentResponse`` as REST JSON (camelCase); the lines are made by
 :mod:`.records` (``response_record``, ``error_record``).
 
-Layout: ``output_uri`` is a folder (local, created if absent) or a ``gs://bucket/prefix/``. Each
+Layout: ``output_uri`` is a folder (local, created if absent) or a ``gs://bucket/prefix/``. A
+local folder is opened once, beneath the allowed roots (``safe_files.open_dir_beneath``), and
+every part, probe and temporary file is created, listed, read, renamed and removed relative to
+that descriptor: a folder swapped for a symlink after the check is never written through. Each
 :func:`open_output` call is one *attempt* with its own id (UTC time + random hex), and writes
 ``part-{attempt}-{seq:05d}.jsonl``, so a retry never overwrites what an earlier attempt wrote.
 Only those names are read back; other files in the folder and sub-folders are ignored.
@@ -39,6 +42,7 @@ import os
 import re
 import secrets
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,10 +61,13 @@ from airflow_provider_ctxcache.fanout.uris import (
     is_gcs,
     local_path,
 )
+from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
+from airflow_provider_ctxcache.safe_files import open_dir_beneath, open_file_in
 
 PART_PATTERN = re.compile(r"^part-(?P<attempt>.+)-(?P<seq>\d+)(?:-c(?P<gen>\d+))?\.jsonl$")
 DEFAULT_PART_SIZE = 1000
 DEFAULT_FLUSH_SECONDS = 10.0
+NEW_FILE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 TORN_SHOWN = 5
 KEYS_SHOWN = 5
 
@@ -299,6 +306,10 @@ class ResultSink(ABC):
         finally:
             self._closed = True
 
+    def release(self) -> None:
+        """Closes the sink and lets go of what it held open for reading after ``close()``."""
+        self.close()
+
     def __enter__(self) -> ResultSink:
         return self
 
@@ -315,21 +326,34 @@ class ResultSink(ABC):
 
 
 class LocalResultSink(ResultSink):
-    """Parts in a local folder, one ``write`` + ``flush`` per record."""
+    """Parts in a local folder, one ``write`` + ``flush`` per record, all relative to its descriptor.
 
-    def __init__(self, uri: str, directory: Path, *, part_size: int, field: str) -> None:
+    :param directory: the folder's checked path, for messages.
+    :param dir_fd: the folder's descriptor (from ``safe_files.open_dir_beneath``), which the sink
+        then owns. ``close()`` finishes the part being written; the descriptor stays open so the
+        parts can still be read and compacted after it, and is closed by ``release()`` (or when
+        the sink is garbage-collected).
+    """
+
+    def __init__(self, uri: str, directory: Path, *, part_size: int, field: str, dir_fd: int) -> None:
+        self._release = weakref.finalize(self, os.close, dir_fd)  # owned from here, even on error
         super().__init__(uri, part_size=part_size, field=field)
         self.directory = directory
+        self._dir_fd = dir_fd
         self._handle: IO[bytes] | None = None
         self._in_part = 0
+
+    def release(self) -> None:
+        super().release()
+        self._release()
 
     def write(self, record: dict[str, Any]) -> None:
         self._check_open()
         line = _line(record)
         handle = self._handle
         if handle is None:
-            # "x": a part is never appended to or overwritten once another process made it.
-            handle = self._handle = (self.directory / self._part_name(self._seq)).open("xb")
+            # O_EXCL: a part is never appended to or overwritten once another process made it.
+            handle = self._handle = self._create(self._part_name(self._seq))
         handle.write(line)
         handle.flush()
         self.written += 1
@@ -348,12 +372,20 @@ class LocalResultSink(ResultSink):
             self._seq += 1
             self._in_part = 0
 
+    def _create(self, name: str) -> IO[bytes]:
+        """A new file ``name`` in the folder, never one that exists or a symlink's target."""
+        return os.fdopen(os.open(name, NEW_FILE_FLAGS, 0o666, dir_fd=self._dir_fd), "wb")
+
+    def _unlink(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self._dir_fd)
+
     def check_writable(self) -> None:
-        probe = self.directory / f".ctxcache-probe-{secrets.token_hex(6)}"
+        probe = f".ctxcache-probe-{secrets.token_hex(6)}"
         try:
-            with probe.open("xb") as handle:
+            with self._create(probe) as handle:
                 handle.write(b"\n")
-            probe.unlink()
+            os.unlink(probe, dir_fd=self._dir_fd)
         except OSError as error:
             raise CtxCacheConfigError(
                 f"{self.field}: cannot write in {self.uri!r} ({error.strerror}); give a folder this "
@@ -361,31 +393,33 @@ class LocalResultSink(ResultSink):
             ) from None
 
     def _list_names(self) -> Iterable[str]:
-        with os.scandir(self.directory) as entries:
-            return [entry.name for entry in entries if entry.is_file()]
+        # Regular files only: a symlink named like a part is not read through (it may lead out).
+        with os.scandir(self._dir_fd) as entries:
+            return [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
 
     def _read_part(self, name: str) -> Iterator[bytes]:
-        with (self.directory / name).open("rb") as handle:
+        fd = open_file_in(self._dir_fd, name, self.field, child_uri(self.uri, name))
+        with os.fdopen(fd, "rb") as handle:
             for line in handle:
                 raw = line.rstrip(b"\r\n")
                 if raw.strip():
                     yield raw
 
     def _rewrite_part(self, name: str, lines: Iterator[bytes]) -> None:
-        target = self.directory / name
-        temp = self.directory / f".{name}.compact-tmp"
+        temp = f".{name}.compact-tmp"
         kept = 0
+        self._unlink(temp)  # left by a compaction that was killed
         try:
-            with temp.open("wb") as handle:
+            with self._create(temp) as handle:
                 for raw in lines:
                     handle.write(raw + b"\n")
                     kept += 1
             if kept:
-                os.replace(temp, target)
+                os.rename(temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
             else:
-                target.unlink(missing_ok=True)
+                self._unlink(name)
         finally:
-            temp.unlink(missing_ok=True)
+            self._unlink(temp)
 
 
 class GcsResultSink(ResultSink):
@@ -515,13 +549,16 @@ def open_output(
         sink._list_names()  # fails now, naming the field, if the bucket is missing or unreadable
         return sink
     directory = local_path(uri, allowed_roots, field)
-    if directory.exists() and not directory.is_dir():
-        raise CtxCacheConfigError(f"{field}: {uri!r} is a file; give a folder for the output parts.")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CtxCacheConfigError(f"{field}: cannot create the folder {uri!r} ({error.strerror}).") from None
-    return LocalResultSink(str(directory), directory, part_size=part_size, field=field)
+    # Opened (and made) here, once, beneath the roots: every file is then made relative to it.
+    dir_fd = open_dir_beneath(
+        str(directory),
+        checked_roots(allowed_roots),
+        field,
+        create=True,
+        shown=uri,
+        fix="give a folder for the output parts",
+    )
+    return LocalResultSink(str(directory), directory, part_size=part_size, field=field, dir_fd=dir_fd)
 
 
 __all__ = [

@@ -7,20 +7,33 @@ the ``shard-NNNNN/`` folders that ``shards.shard_input`` gives each shard under 
 as answered only where the same key is used: prompts without their own ``key`` get positional
 keys, which mapped chunks prefix with their map index, so those are counted as pending (the
 count may be high, never low: a cache is never skipped for work that is still to do).
+
+A local output folder is opened once beneath the allowed roots, and its shard folders and parts
+are found and read relative to that descriptor, as the fan-out's own sink reads them.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.inputs import open_input
-from airflow_provider_ctxcache.fanout.outputs import changed_requests_error, open_output
+from airflow_provider_ctxcache.fanout.outputs import (
+    DEFAULT_PART_SIZE,
+    LocalResultSink,
+    ResultSink,
+    changed_requests_error,
+    open_output,
+)
 from airflow_provider_ctxcache.fanout.uris import check_uri, child_uri, gcs_prefix, is_gcs, local_path
 from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, iter_normalized
+from airflow_provider_ctxcache.safe_files import MissingPath, open_dir_beneath, open_dir_in
+from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
 
 _SHARD_FOLDER = re.compile(r"^shard-\d{5,}$")
 
@@ -110,38 +123,53 @@ def _answered(
     """
     uri = check_uri(uri, "output_uri")
     if not is_gcs(uri):
-        directory = local_path(uri, allowed_roots, "output_uri")
-        if directory.exists() and not directory.is_dir():
-            raise CtxCacheConfigError(f"output_uri: {uri!r} is a file; give a folder for the output parts.")
-        if not directory.exists():
-            return {}  # no folder yet: nothing answered, and nothing is created
+        return _answered_locally(uri, allowed_roots)
     # The folder itself first: opening it checks the bucket, and fails naming output_uri.
-    answered = _scan(uri, storage_client_factory, allowed_roots)
-    for folder in _shard_folders(uri, storage_client_factory, allowed_roots):
-        answered.update(_scan(folder, storage_client_factory, allowed_roots))
+    answered = _scan(
+        open_output(uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots)
+    )
+    for folder in _gcs_shard_folders(uri, storage_client_factory):
+        sink = open_output(folder, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots)
+        answered.update(_scan(sink))
     return answered
 
 
-def _scan(
-    uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]
-) -> dict[str, str | None]:
-    sink = open_output(uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots)
+def _answered_locally(uri: str, allowed_roots: Sequence[str]) -> dict[str, str | None]:
+    """The local folder opened once beneath the roots; its shard folders found and read through it."""
+    directory = local_path(uri, allowed_roots, "output_uri")
+    roots = checked_roots(allowed_roots)
+    try:
+        dir_fd = open_dir_beneath(
+            str(directory), roots, "output_uri", shown=uri, fix="give a folder for the output parts"
+        )
+    except MissingPath:
+        return {}  # no folder yet: nothing answered, and nothing is created
+    try:
+        answered = _scan(_local_sink(uri, directory, os.dup(dir_fd)))
+        for name in sorted(n for n in os.listdir(dir_fd) if _SHARD_FOLDER.match(n)):
+            shard_fd = open_dir_in(dir_fd, name, str(directory / name), roots, "output_uri")
+            if shard_fd is not None:
+                answered.update(_scan(_local_sink(child_uri(uri, name), directory / name, shard_fd)))
+    finally:
+        os.close(dir_fd)
+    return answered
+
+
+def _local_sink(uri: str, directory: Path, dir_fd: int) -> ResultSink:
+    return LocalResultSink(uri, directory, part_size=DEFAULT_PART_SIZE, field="output_uri", dir_fd=dir_fd)
+
+
+def _scan(sink: ResultSink) -> dict[str, str | None]:
     try:
         scan = sink.scan()
     finally:
-        sink.close()
+        sink.release()
     return {key: scan.fingerprints.get(key) for key in scan.answered}
 
 
-def _shard_folders(
-    uri: str, storage_client_factory: Callable[[], Any], allowed_roots: Sequence[str]
-) -> list[str]:
-    if is_gcs(uri):
-        bucket, prefix = gcs_prefix(uri, "output_uri")
-        listing = storage_client_factory().list_blobs(bucket, prefix=prefix, delimiter="/")
-        list(listing)  # the sub-folders (prefixes) are known once the pages are read
-        names = (sub[len(prefix) :].rstrip("/") for sub in getattr(listing, "prefixes", ()))
-    else:
-        directory = local_path(uri, allowed_roots, "output_uri")
-        names = (p.name for p in directory.iterdir() if p.is_dir())
+def _gcs_shard_folders(uri: str, storage_client_factory: Callable[[], Any]) -> list[str]:
+    bucket, prefix = gcs_prefix(uri, "output_uri")
+    listing = storage_client_factory().list_blobs(bucket, prefix=prefix, delimiter="/")
+    list(listing)  # the sub-folders (prefixes) are known once the pages are read
+    names = (sub[len(prefix) :].rstrip("/") for sub in getattr(listing, "prefixes", ()))
     return [child_uri(uri, name) for name in sorted(n for n in names if _SHARD_FOLDER.match(n))]

@@ -17,6 +17,10 @@ Each shard is a JSONL file in the same batch request format and gets its own out
 (``<output_uri>/shard-00000/``), so each mapped task instance resumes on its own: a retried
 shard skips the keys it already answered, and the others are untouched. Workers (Celery or
 Kubernetes) need to reach the shard files, so on more than one machine use ``gs://``.
+
+A local ``shards_uri`` folder is opened once beneath the allowed roots (and made if absent), and
+the shard files are written, renamed and removed relative to that descriptor, so a folder swapped
+for a symlink after the check is never written through.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.inputs import open_input
+from airflow_provider_ctxcache.fanout.outputs import NEW_FILE_FLAGS
 from airflow_provider_ctxcache.fanout.uris import (
     bucket_errors,
     check_uri,
@@ -39,6 +44,8 @@ from airflow_provider_ctxcache.fanout.uris import (
     is_gcs,
     local_path,
 )
+from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
+from airflow_provider_ctxcache.safe_files import open_dir_beneath
 
 SHARD_FORMAT = "shard-{:05d}"
 _SHARD_FILE = re.compile(r"^shard-(\d{5,})\.jsonl$")
@@ -126,19 +133,27 @@ def shard_input(
         writer = _GcsShards(storage_client_factory(), bucket, prefix)
     else:
         directory = local_path(shards_uri, allowed_roots, "shards_uri")
-        if directory.exists() and not directory.is_dir():
-            raise CtxCacheConfigError(f"shards_uri: {shards_uri!r} is a file; give a folder for the shards.")
-        directory.mkdir(parents=True, exist_ok=True)
-        writer = _LocalShards(directory)
+        dir_fd = open_dir_beneath(
+            str(directory),
+            checked_roots(allowed_roots),
+            "shards_uri",
+            create=True,
+            shown=shards_uri,
+            fix="give a folder for the shards",
+        )
+        writer = _LocalShards(directory, dir_fd)
 
     count = 0
-    with open_input(
-        input_uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots
-    ) as source:
-        for index, chunk in enumerate(_chunks((raw for _n, raw in source.raw_lines()), shard_size)):
-            writer.write(_shard_name(index), chunk)
-            count = index + 1
-    writer.remove_beyond(count)
+    try:
+        with open_input(
+            input_uri, storage_client_factory=storage_client_factory, allowed_roots=allowed_roots
+        ) as source:
+            for index, chunk in enumerate(_chunks((raw for _n, raw in source.raw_lines()), shard_size)):
+                writer.write(_shard_name(index), chunk)
+                count = index + 1
+        writer.remove_beyond(count)
+    finally:
+        writer.close()
     return [
         {
             "input_uri": writer.uri(_shard_name(index)),
@@ -168,29 +183,49 @@ class _ShardWriter:
     def remove_beyond(self, count: int) -> None:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the writer holds; nothing by default."""
+
 
 class _LocalShards(_ShardWriter):
-    def __init__(self, directory: Path) -> None:
+    """Shard files in a local folder, each made, renamed and removed relative to its descriptor.
+
+    :param directory: the folder's checked path, for the shard URIs handed to the tasks.
+    :param dir_fd: the folder's descriptor (``safe_files.open_dir_beneath``), closed by ``close()``.
+    """
+
+    def __init__(self, directory: Path, dir_fd: int) -> None:
         self.directory = directory
+        self._dir_fd = dir_fd
 
     def write(self, name: str, lines: Iterator[bytes]) -> None:
-        temp = self.directory / f".{name}.tmp"
+        temp = f".{name}.tmp"
+        self._unlink(temp)  # left by a run that was killed
         try:
-            with temp.open("wb") as handle:
+            with os.fdopen(os.open(temp, NEW_FILE_FLAGS, 0o666, dir_fd=self._dir_fd), "wb") as handle:
                 for raw in lines:
                     handle.write(raw + b"\n")
-            os.replace(temp, self.directory / name)
+            os.rename(temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         finally:
-            temp.unlink(missing_ok=True)
+            self._unlink(temp)
 
     def uri(self, name: str) -> str:
         return str(self.directory / name)
 
     def remove_beyond(self, count: int) -> None:
-        for path in self.directory.iterdir():
-            match = _SHARD_FILE.match(path.name)
+        for name in os.listdir(self._dir_fd):
+            match = _SHARD_FILE.match(name)
             if match and int(match.group(1)) >= count:
-                path.unlink(missing_ok=True)
+                self._unlink(name)
+
+    def close(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+    def _unlink(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self._dir_fd)
 
 
 class _GcsShards(_ShardWriter):
