@@ -31,7 +31,9 @@ def imports_of(path: Path) -> set[str]:
 def graph() -> dict[str, set[str]]:
     """Module -> the package modules it imports (a package counts as its __init__)."""
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+    return {
+        name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()
+    }
 
 
 def circle(edges: dict[str, set[str]]) -> list[str] | None:

@@ -18,6 +18,12 @@ expired before it answers 404 like for one that never existed, and ``deleted_sta
 (default 0: off), how long Vertex answers 400 "Invalid resource state for cache content." for
 a cache that was deleted, as it sometimes does while a deletion completes.
 
+``after_requests`` and ``for_requests`` bound the faults by count, so a test can say which
+requests are hit instead of racing a timer: the latency and errors apply from the request after
+the first ``after_requests`` of the ops in ``ops`` (0: from the first), to ``for_requests`` of
+them (0: all that follow). E.g. ``latency_ms=1500, for_requests=8``: only the first 8 calls are
+slow; ``latency_ms=60000, after_requests=40``: the first 40 are answered, every later one hangs.
+
 ``clock_skip_s`` moves the emulator's clock forward by that many seconds before each request
 whose op is in ``ops``, as if that long had passed since the previous one: with
 ``ops=["delete_cache"]`` a cache a test holds for seconds has lived for hours when it is deleted,
@@ -77,6 +83,8 @@ class FaultConfig:
     expired_grace_s: float = DEFAULT_EXPIRED_GRACE_S
     deleted_state_s: float = 0.0
     clock_skip_s: float = 0.0
+    after_requests: int = 0
+    for_requests: int = 0
     seed: int | None = None
     ops: tuple[str, ...] = API_OPS
 
@@ -102,6 +110,8 @@ class FaultConfig:
                 expired_grace_s=float(body.get("expired_grace_s", DEFAULT_EXPIRED_GRACE_S)),
                 deleted_state_s=float(body.get("deleted_state_s") or 0),
                 clock_skip_s=float(body.get("clock_skip_s") or 0),
+                after_requests=int(body.get("after_requests") or 0),
+                for_requests=int(body.get("for_requests") or 0),
                 seed=None if body.get("seed") is None else int(body["seed"]),
                 ops=tuple(body.get("ops") or API_OPS),
             )
@@ -125,10 +135,10 @@ class FaultConfig:
         )
         if not all(math.isfinite(value) for value in (*non_negative, config.quota_window_s)):
             raise invalid_argument("faults: every number must be finite")
-        if min(non_negative) < 0:
+        if min(*non_negative, config.after_requests, config.for_requests) < 0:
             raise invalid_argument(
                 "faults: latency_ms, retry_delay_s, rpm_limit, tpm_limit, expired_grace_s, "
-                "deleted_state_s and clock_skip_s must be >= 0"
+                "deleted_state_s, clock_skip_s, after_requests and for_requests must be >= 0"
             )
         if not config.quota_window_s > 0:
             raise invalid_argument("faults: quota_window_s must be > 0")
@@ -157,11 +167,14 @@ class FaultInjector:
     windows: QuotaWindows = field(default_factory=QuotaWindows)
     """The quota windows of generateContent (applied by its handler, see :mod:`.quota`)."""
     _rng: random.Random = field(default_factory=random.Random)
+    _seen: int = 0  # requests of the config's ops so far, for after_requests and for_requests
 
     def configure(self, config: FaultConfig) -> None:
-        """Replace the config; restarts the random sequence and empties the quota windows."""
+        """Replace the config; restarts the random sequence and the request count, and empties
+        the quota windows."""
         self.config = config
         self._rng = random.Random(config.seed)
+        self._seen = 0
         self.windows.clear()
 
     def reset(self) -> None:
@@ -184,6 +197,11 @@ class FaultInjector:
         """Delay the request and return the error to answer with (or the reset), if any."""
         c = self.config
         if op not in c.ops:
+            return None
+        self._seen += 1
+        if self._seen <= c.after_requests:
+            return None
+        if c.for_requests and self._seen > c.after_requests + c.for_requests:
             return None
         if c.latency_ms:
             await asyncio.sleep(c.latency_ms / 1000)

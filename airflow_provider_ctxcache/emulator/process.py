@@ -88,7 +88,8 @@ class EmulatorAdmin:
         ``deleted_state_s`` (default 0): how long it answers 400 "Invalid resource state for cache
         content." for a deleted cache before 404. ``clock_skip_s``: the clock moves forward this far
         before each request of an op in ``ops`` (e.g. hours of a cache's life before its delete).
-        Returns the whole config as the emulator now holds it.
+        ``after_requests`` / ``for_requests``: the latency and errors skip the first N requests of
+        the ops / stop after N (0: no bound). Returns the whole config as the emulator now holds it.
         """
         result: dict[str, Any] = self._call("POST", "faults", config)
         return result

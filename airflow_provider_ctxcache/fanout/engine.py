@@ -390,13 +390,16 @@ class _Run:
             try:
                 # One attempt each: the engine retries, honouring RetryInfo, which the SDK ignores;
                 # SDK retries underneath would multiply the attempts.
-                response = await self.hook.agenerate(
-                    model=self.model,
-                    contents=request.contents,
-                    cache_name=self.cache_name,
-                    config=request.config,
-                    retries=False,
-                )
+                try:
+                    response = await self.hook.agenerate(
+                        model=self.model,
+                        contents=request.contents,
+                        cache_name=self.cache_name,
+                        config=request.config,
+                        retries=False,
+                    )
+                finally:
+                    self.pacer.answered(ticket)  # the service has counted it by now, if at all
             except (CacheNotFoundError, CtxCacheConfigError):
                 raise
             except QuotaExceededError as error:

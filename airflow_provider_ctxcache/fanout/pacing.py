@@ -5,14 +5,15 @@ tokens include its cached tokens: with a 100k-token cache a 2M TPM quota admits 
 requests a minute, whatever the concurrency. A run that only learns this from 429s wastes calls
 and time, so the pacer sends each request when the last window has room for it.
 
-Each limit is checked against a sliding-window log of what this run sent (time, requests,
-tokens): a request may go when what was sent in the last window, plus itself, fits under the
-limit. That is the rule the service applies, and it is also safe against a fixed-minute or a
-token-bucket quota. The log's window is a little longer than the service's (``WINDOW_MARGIN``
-of it, at least ``MIN_MARGIN_SECONDS``): a request reaches the server some time after it was
-sent, and that time varies, so the margin keeps each request inside the window the pacer
-counted it in as long as the variation stays under the margin. Token amounts are estimates
-when sent (cache size plus the prompt) and are corrected from each response's
+Each limit is checked against a log of what this run sent (requests and their tokens): a
+request may go when what the log holds, plus itself, fits under the limit. A request counts from
+the moment it is sent until a window after its answer came back (``WINDOW_MARGIN`` longer than
+the service's): the service counted it at some moment in between, so however long the network
+or a busy host delays it, and in whatever order requests arrive, no window of the service holds
+more than the pacer admitted at any one moment. A request still in flight always counts; when
+only an answer can make room, the next request waits for one. That is the rule the service
+applies, and it is also safe against a fixed-minute or a token-bucket quota. Token amounts are
+estimates when sent (cache size plus the prompt) and are corrected from each response's
 ``usageMetadata``; a request answered 429 was not admitted, so it is taken out of the log.
 
 Without given limits the pacer adapts: it sends freely until the first 429, then holds itself
@@ -35,8 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-WINDOW_MARGIN = 0.02  # the log's window is this much longer than the service's...
-MIN_MARGIN_SECONDS = 0.5  # ...and at least this much, for the jitter of a busy network or host
+WINDOW_MARGIN = 0.02  # an answered request stays in the log this much longer than the service's window
 ADAPTIVE_CUT = 0.9  # after the first lesson, a 429 sets the limit to this share of what was admitted
 PROBE_STEP = 0.05  # each quiet window raises a learned limit by this share
 CHARS_PER_TOKEN = 4  # a prompt's token estimate; the response's usage corrects it
@@ -72,41 +72,51 @@ class QuotaLimits:
 class _Entry:
     """One request in the log; its token amount is corrected once the response is in."""
 
-    __slots__ = ("alive", "sent", "tokens")
+    __slots__ = ("alive", "answered", "sent", "tokens")
 
     def __init__(self, sent: float, tokens: float) -> None:
         self.sent = sent
         self.tokens = tokens
+        self.answered: float | None = None  # when its answer came back; None while in flight
         self.alive = True
 
 
 class _Log:
-    """What was sent in the last ``span`` seconds: requests (entries) and their tokens."""
+    """What the service may still be counting: requests in flight, and those answered less than
+    ``span`` seconds ago (in the order their answers came)."""
 
     def __init__(self, span: float) -> None:
         self.span = span
-        self.entries: deque[_Entry] = deque()
+        self.flying: set[_Entry] = set()
+        self.landed: deque[_Entry] = deque()
         self.tokens = 0.0
 
     @property
     def requests(self) -> int:
-        return len(self.entries)
+        return len(self.flying) + len(self.landed)
 
     def expire(self, now: float) -> None:
         cutoff = now - self.span
-        entries = self.entries
-        while entries and entries[0].sent <= cutoff:
-            entry = entries.popleft()
+        landed = self.landed
+        while landed and (landed[0].answered or 0.0) <= cutoff:
+            entry = landed.popleft()
             entry.alive = False
             self.tokens -= entry.tokens
-        if not entries:
+        if not landed and not self.flying:
             self.tokens = 0.0  # no drift from float sums
 
     def add(self, now: float, tokens: float) -> _Entry:
         entry = _Entry(now, tokens)
-        self.entries.append(entry)
+        self.flying.add(entry)
         self.tokens += tokens
         return entry
+
+    def land(self, entry: _Entry, now: float) -> None:
+        """Its answer came back: from now it leaves a window later."""
+        if entry.alive and entry.answered is None:
+            self.flying.discard(entry)
+            entry.answered = now
+            self.landed.append(entry)
 
     def correct(self, entry: _Entry, tokens: float) -> None:
         if entry.alive:
@@ -115,29 +125,39 @@ class _Log:
 
     def remove(self, entry: _Entry) -> None:
         """A refused request: the service did not count it, so neither does the log."""
-        if entry.alive:
-            self.entries.remove(entry)
-            entry.alive = False
-            self.tokens -= entry.tokens
+        if not entry.alive:
+            return
+        if entry.answered is None:
+            self.flying.discard(entry)
+        else:
+            self.landed.remove(entry)
+        entry.alive = False
+        self.tokens -= entry.tokens
 
-    def room_at(self, now: float, *, rpm: float | None, tpm: float | None, tokens: float) -> float:
-        """The earliest time a request of ``tokens`` fits under both limits (``now`` if it does)."""
+    def room_at(self, now: float, *, rpm: float | None, tpm: float | None, tokens: float) -> float | None:
+        """The earliest time a request of ``tokens`` fits under both limits (``now`` if it does);
+        None when requests in flight must be answered first (when is not known)."""
         at = now
-        if rpm is not None and len(self.entries) + 1 > rpm:
-            # The oldest entries must leave first: the one that brings the count under the limit.
-            index = len(self.entries) - math.floor(rpm)
-            at = max(at, self.entries[max(index, 0)].sent + self.span)
+        landed = self.landed
+        if rpm is not None and self.requests + 1 > rpm:
+            # Answered entries leave in the order their answers came; enough of them must.
+            leaving = self.requests + 1 - math.floor(rpm)
+            if leaving > len(landed):
+                return None
+            at = max(at, (landed[leaving - 1].answered or 0.0) + self.span)
         if tpm is not None and self.tokens + tokens > tpm:
             excess = self.tokens + tokens - tpm
-            for entry in self.entries:
+            for entry in landed:
                 excess -= entry.tokens
                 if excess <= 0:
-                    at = max(at, entry.sent + self.span)
+                    at = max(at, (entry.answered or 0.0) + self.span)
                     break
             else:
+                if self.flying:
+                    return None
                 # Larger than the whole limit: it can only go alone, once the window is empty.
-                if self.entries:
-                    at = max(at, self.entries[-1].sent + self.span)
+                if landed:
+                    at = max(at, (landed[-1].answered or 0.0) + self.span)
         return at
 
 
@@ -165,7 +185,7 @@ class Pacer:
         # Tokens every request carries besides its prompt: the cache, unless the quota skips it.
         # Unknown until the first answer says, when the caller could not tell.
         self.base_tokens: float | None = cache_tokens if limits.counts_cached else 0
-        self.log = _Log(self.window + max(self.window * WINDOW_MARGIN, MIN_MARGIN_SECONDS))
+        self.log = _Log(self.window * (1 + WINDOW_MARGIN))
         self.adaptive = not limits.given
         self.rpm: float | None = float(limits.rpm) if limits.rpm else None
         self.tpm: float | None = float(limits.tpm) if limits.tpm else None
@@ -180,6 +200,7 @@ class Pacer:
         self.started = clock()
         self.waited = 0.0  # seconds requests spent waiting for room
         self._lock: asyncio.Lock | None = None
+        self._answer: asyncio.Event | None = None  # set when an answer (or a refusal) frees room
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -196,16 +217,30 @@ class Pacer:
             return Ticket(self.log.add(now, tokens), tokens)
         if self._lock is None:
             self._lock = asyncio.Lock()
+            self._answer = asyncio.Event()
+        assert self._answer is not None
         async with self._lock:  # first come, first served: a waiting request keeps its turn
             while True:
                 now = self.clock()
                 self.log.expire(now)
                 self._probe(now)
                 at = self.log.room_at(now, rpm=self.rpm, tpm=self.tpm, tokens=tokens)
+                if at is None:  # only an answer can make room
+                    self._answer.clear()
+                    await self._answer.wait()
+                    self.waited += self.clock() - now
+                    continue
                 if at <= now:
                     return Ticket(self.log.add(now, tokens), tokens)
                 self.waited += at - now
                 await asyncio.sleep(at - now)
+
+    def answered(self, ticket: Ticket) -> None:
+        """The call returned (an answer, a 429 or an error): from now on the request leaves the
+        log a window later. A refused request has left it already."""
+        self.log.land(ticket.entry, self.clock())
+        if self._answer is not None:
+            self._answer.set()
 
     def settle(self, ticket: Ticket, input_tokens: int, cached_tokens: int = 0) -> None:
         """The input tokens ``usageMetadata`` reports replace the estimate."""
@@ -227,6 +262,8 @@ class Pacer:
         left, so a burst of refusals settles on what the service admitted and counts once.
         """
         self.log.remove(ticket.entry)
+        if self._answer is not None:
+            self._answer.set()
         if not self.adaptive:
             return
         now = self.clock()

@@ -8,14 +8,16 @@ The engine-level behaviour against the emulator's real quotas is in test_quota_p
 from __future__ import annotations
 
 import asyncio
+import heapq
+import random
 
 import pytest
 
 from airflow_provider_ctxcache.fanout import pacing
-from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, estimate_prompt_tokens
+from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, Ticket, estimate_prompt_tokens
 
 WINDOW = 60.0
-SPAN = WINDOW + max(WINDOW * pacing.WINDOW_MARGIN, pacing.MIN_MARGIN_SECONDS)
+SPAN = WINDOW * (1 + pacing.WINDOW_MARGIN)
 
 
 class Clock:
@@ -24,6 +26,9 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+REAL_SLEEP = asyncio.sleep
 
 
 @pytest.fixture
@@ -40,11 +45,20 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return manual
 
 
+async def send(pacer: Pacer, prompt: str = "q") -> Ticket:
+    """One request, sent and answered at once (the engine reports every answer, 429s too)."""
+    ticket = await pacer.acquire(prompt)
+    pacer.answered(ticket)
+    return ticket
+
+
 def send_times(pacer: Pacer, clock: Clock, n: int, prompt: str = "q") -> list[float]:
+    """When each of ``n`` requests went, each answered at once."""
+
     async def go() -> list[float]:
         times = []
         for _ in range(n):
-            await pacer.acquire(prompt)
+            pacer.answered(await pacer.acquire(prompt))
             times.append(clock.now)
         return times
 
@@ -67,6 +81,81 @@ def test_no_window_of_the_service_ever_holds_more_than_the_rpm_limit(clock: Cloc
         assert sum(1 for u in times if t - WINDOW < u <= t) <= 7
 
 
+def test_a_request_in_flight_counts_until_its_answer_however_long_that_takes(clock: Clock) -> None:
+    pacer = Pacer(QuotaLimits(rpm=1), clock=clock)
+
+    async def go() -> tuple[float, float]:
+        slow = await pacer.acquire("q")
+        second = asyncio.ensure_future(pacer.acquire("q"))
+        clock.now += 10 * WINDOW
+        for _ in range(5):
+            await REAL_SLEEP(0)
+        assert not second.done()  # ten windows on, the slow one still counts: it is in flight
+        answered_at = clock.now
+        pacer.answered(slow)  # the service may have counted it just now
+        await second
+        return answered_at, clock.now
+
+    answered_at, sent_at = asyncio.run(go())
+    assert sent_at == pytest.approx(answered_at + SPAN)
+
+
+def test_an_answered_request_leaves_a_window_after_its_answer_not_after_it_was_sent(clock: Clock) -> None:
+    pacer = Pacer(QuotaLimits(rpm=1), clock=clock)
+
+    async def go() -> float:
+        ticket = await pacer.acquire("q")
+        clock.now += 30.0  # a 30 s answer
+        pacer.answered(ticket)
+        await pacer.acquire("q")
+        return clock.now
+
+    start = clock.now
+    assert asyncio.run(go()) == pytest.approx(start + 30.0 + SPAN)
+
+
+async def _simulate(pacer: Pacer, clock: Clock, n: int, concurrency: int, seed: int) -> list[float]:
+    """``n`` requests by ``concurrency`` workers over a network whose delays vary from 0 to 30 s:
+    each reaches the service at a random moment between its send and its answer, so they arrive
+    out of order. Returns when each reached the service."""
+    rng = random.Random(seed)
+    flying: list[tuple[float, int, Ticket]] = []  # (answer time, seq, ticket)
+    arrivals = []
+
+    def land() -> None:
+        answered_at, _, ticket = heapq.heappop(flying)
+        clock.now = max(clock.now, answered_at)
+        pacer.answered(ticket)
+
+    for seq in range(n):
+        while len(flying) >= concurrency:
+            land()
+        acquiring = asyncio.ensure_future(pacer.acquire("q"))
+        while not acquiring.done():
+            for _ in range(5):
+                await REAL_SLEEP(0)
+            if not acquiring.done():  # waiting for an answer to make room
+                land()
+        sent = clock.now
+        answered_at = sent + rng.uniform(0.0, 30.0)
+        arrivals.append(rng.uniform(sent, answered_at))
+        heapq.heappush(flying, (answered_at, seq, acquiring.result()))
+    return arrivals
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("limits", [QuotaLimits(rpm=7), QuotaLimits(tpm=7_000)], ids=["rpm", "tpm"])
+def test_no_window_of_the_service_holds_more_than_the_limit_whatever_the_network_delays(
+    clock: Clock, limits: QuotaLimits, seed: int
+) -> None:
+    pacer = Pacer(limits, cache_tokens=1000 - estimate_prompt_tokens("q"), clock=clock)
+
+    arrivals = asyncio.run(_simulate(pacer, clock, n=300, concurrency=5, seed=seed))
+
+    busiest = max(sum(1 for b in arrivals if a - WINDOW < b <= a) for a in arrivals)
+    assert busiest <= 7
+
+
 def test_tokens_per_minute_count_the_cache_with_every_request(clock: Clock) -> None:
     # 100k-token cache, 2M TPM: about 20 requests a minute, whatever the concurrency.
     pacer = Pacer(QuotaLimits(tpm=2_000_000), cache_tokens=100_000, clock=clock)
@@ -86,10 +175,10 @@ def test_the_billed_tokens_replace_the_estimate(clock: Clock) -> None:
     pacer = Pacer(QuotaLimits(tpm=1000), cache_tokens=0, clock=clock)
 
     async def go() -> float:
-        ticket = await pacer.acquire("x" * 40)  # estimated 10 tokens
+        ticket = await send(pacer, "x" * 40)  # estimated 10 tokens
         pacer.settle(ticket, input_tokens=990)
-        await pacer.acquire("x" * 40)  # 990 + 10 = 1000: fits
-        await pacer.acquire("x" * 40)  # would pass 1000: waits for the first to leave
+        await send(pacer, "x" * 40)  # 990 + 10 = 1000: fits
+        await send(pacer, "x" * 40)  # would pass 1000: waits for the first to leave
         return clock.now
 
     start = clock.now
@@ -100,10 +189,10 @@ def test_a_refused_request_leaves_the_log(clock: Clock) -> None:
     pacer = Pacer(QuotaLimits(rpm=2), clock=clock)
 
     async def go() -> float:
-        first = await pacer.acquire("q")
-        await pacer.acquire("q")
+        first = await send(pacer)
+        await send(pacer)
         pacer.refused(first)  # not admitted: the service did not count it, neither does the pacer
-        await pacer.acquire("q")
+        await send(pacer)
         return clock.now
 
     start = clock.now
@@ -114,7 +203,7 @@ def test_a_given_limit_is_never_changed_by_a_429(clock: Clock) -> None:
     pacer = Pacer(QuotaLimits(rpm=100), clock=clock)
 
     async def go() -> None:
-        ticket = await pacer.acquire("q")
+        ticket = await send(pacer)
         pacer.refused(ticket, quota_id="GenerateRequestsPerMinutePerProjectPerModel", quota_value=10)
 
     asyncio.run(go())
@@ -135,8 +224,8 @@ def test_adaptive_learns_the_limit_the_quota_failure_names(clock: Clock) -> None
 
     async def go() -> None:
         for _ in range(50):
-            await pacer.acquire("q")
-        refused = await pacer.acquire("q")
+            await send(pacer)
+        refused = await send(pacer)
         pacer.refused(
             refused, quota_id="GenerateContentPaidTierInputTokensPerModelPerMinute", quota_value=40_000
         )
@@ -153,8 +242,8 @@ def test_adaptive_counts_one_cut_for_a_burst_of_refusals(clock: Clock) -> None:
     async def go() -> None:
         clock.now += WINDOW  # a whole window into the run: a bare 429 now says something
         for _ in range(100):
-            await pacer.acquire("q")  # admitted
-        in_flight = [await pacer.acquire("q") for _ in range(20)]
+            await send(pacer)  # admitted
+        in_flight = [await send(pacer) for _ in range(20)]
         clock.now += 0.25
         for ticket in in_flight:  # all come back 429, one after another
             pacer.refused(ticket)
@@ -171,17 +260,17 @@ def test_adaptive_cuts_by_a_share_when_a_429_follows_a_learned_limit(clock: Cloc
 
     async def go() -> None:
         for _ in range(90):
-            await pacer.acquire("q")
-        pacer.refused(await pacer.acquire("q"), **named)  # first lesson: the 90 admitted and this one
+            await send(pacer)
+        pacer.refused(await send(pacer), **named)  # first lesson: the 90 admitted and this one
         assert pacer.rpm == 91
-        ticket = await pacer.acquire("q")
+        ticket = await send(pacer)
         clock.now += 1
         pacer.refused(ticket, **named)  # within the same window: no second lesson
         assert pacer.cuts == 1
         clock.now += 2 * WINDOW  # later, others share the quota: 50 admitted, then a 429
         for _ in range(50):
-            await pacer.acquire("q")
-        pacer.refused(await pacer.acquire("q"), **named)
+            await send(pacer)
+        pacer.refused(await send(pacer), **named)
 
     asyncio.run(go())
     assert pacer.cuts == 2
@@ -194,8 +283,8 @@ def test_adaptive_ignores_a_bare_429_in_the_runs_first_window(clock: Clock) -> N
 
     async def go() -> None:
         for _ in range(3):
-            await pacer.acquire("q")
-        pacer.refused(await pacer.acquire("q"))
+            await send(pacer)
+        pacer.refused(await send(pacer))
 
     asyncio.run(go())
     assert pacer.cuts == 0
@@ -207,11 +296,11 @@ def test_adaptive_probes_upward_each_quiet_window_but_not_past_a_named_limit(clo
     limits = []
 
     async def go() -> None:
-        ticket = await pacer.acquire("q")  # others use the quota: only this one was in the window
+        ticket = await send(pacer)  # others use the quota: only this one was in the window
         pacer.refused(ticket, quota_id="GenerateRequestsPerMinutePerProjectPerModel", quota_value=10)
         for _ in range(30):
             clock.now += WINDOW  # a quiet window
-            await pacer.acquire("q")
+            await send(pacer)
             limits.append(pacer.rpm)
 
     asyncio.run(go())

@@ -31,7 +31,9 @@ def generate_calls(emulator: EmulatorProcess) -> int:
 def test_agenerate_without_retries_makes_one_attempt(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
-    hook = ContextCacheHook(make_conn("plain_once", retry_attempts=4, **backend_extra("gemini_api", emulator)))
+    hook = ContextCacheHook(
+        make_conn("plain_once", retry_attempts=4, **backend_extra("gemini_api", emulator))
+    )
     emulator.admin.faults(error_rate_503=1.0, ops=["generate_content"])
 
     with pytest.raises(CtxCacheApiError) as raised:
@@ -44,7 +46,9 @@ def test_agenerate_without_retries_makes_one_attempt(
 def test_agenerate_retries_as_the_connection_says_by_default(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
-    hook = ContextCacheHook(make_conn("plain_retry", retry_attempts=4, **backend_extra("gemini_api", emulator)))
+    hook = ContextCacheHook(
+        make_conn("plain_retry", retry_attempts=4, **backend_extra("gemini_api", emulator))
+    )
     emulator.admin.faults(error_rate_503=1.0, ops=["generate_content"])
 
     with pytest.raises(CtxCacheApiError):
@@ -56,7 +60,9 @@ def test_agenerate_retries_as_the_connection_says_by_default(
 def test_the_test_button_makes_one_list_call_on_a_failing_server(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
-    hook = ContextCacheHook(make_conn("plain_test", retry_attempts=4, **backend_extra("gemini_api", emulator)))
+    hook = ContextCacheHook(
+        make_conn("plain_test", retry_attempts=4, **backend_extra("gemini_api", emulator))
+    )
     emulator.admin.faults(error_rate_503=1.0, ops=["list_caches"])
 
     ok, message = hook.test_connection()
