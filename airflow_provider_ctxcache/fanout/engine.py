@@ -38,6 +38,8 @@ import contextlib
 import datetime as dt
 import inspect
 import logging
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -257,7 +259,7 @@ async def run_fanout(
     started = time.monotonic()
     try:
         with _quiet(CHATTY_LOGGERS):
-            await run.drive(requests, max_concurrency)
+            await _with_alarm_at_a_safe_point(run.drive(requests, max_concurrency))
     finally:
         run.result.summary.elapsed_seconds = time.monotonic() - started
         if run.pacer is not None:
@@ -265,6 +267,41 @@ async def run_fanout(
         with contextlib.suppress(Exception):
             await hook.aclose()
     return run.result
+
+
+async def _with_alarm_at_a_safe_point(work: Awaitable[None]) -> None:
+    """Runs ``work``; an ``execution_timeout`` stops it here, never inside the transport.
+
+    Airflow's ``execution_timeout`` raises ``AirflowTaskTimeout`` from a SIGALRM handler wherever
+    the main thread happens to be. Inside an event loop that can be asyncio's socket code, which
+    logs the exception as a failed write and carries on: the timeout was lost and the task ran to
+    the end (seen on a busy machine). So while the loop runs, SIGALRM is the loop's: it cancels
+    the work, and Airflow's own handler is then called from here, where its exception stops the
+    run like any other (answers kept, the output flushed).
+    """
+    previous = signal.getsignal(signal.SIGALRM)
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        await work
+        return
+    loop = asyncio.get_running_loop()
+    driving = asyncio.ensure_future(work)
+    fired = False
+
+    def alarm() -> None:
+        nonlocal fired
+        fired = True
+        driving.cancel()
+
+    loop.add_signal_handler(signal.SIGALRM, alarm)
+    try:
+        await driving
+    except asyncio.CancelledError:
+        if fired:
+            previous(signal.SIGALRM, None)  # Airflow's handler raises its timeout here
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGALRM)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager

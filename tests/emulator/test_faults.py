@@ -53,7 +53,7 @@ def test_latency_does_not_block_other_requests(developer: Backend, emulator: Emu
 
     async def both() -> bool:
         slow = asyncio.ensure_future(aio.count_tokens(model=MODEL, contents="abcd"))
-        while emulator_in_flight(emulator) == 0:  # the slow one is inside the emulator
+        while emulator_in_flight(emulator) == 0:  # noqa: ASYNC110 (another process's state)
             await asyncio.sleep(0.01)
         await aio.count_tokens(model=MODEL, contents="abcd")  # not delayed: the 2nd request
         answered_first = not slow.done()
