@@ -35,6 +35,29 @@ CONFIG: dict[str, Any] = {
     CONFIG_SECTION: {
         "description": "The Gemini context cache provider.",
         "options": {
+            "allowed_roots": {
+                "description": (
+                    "Comma-separated absolute folders that local paths (cache contents, fan-out input, "
+                    "output and shards) must lie under; empty allows no local files. Operators may "
+                    "narrow it with their own allowed_roots."
+                ),
+                "version_added": None,
+                "type": "string",
+                "example": "/data/contracts,/data/fanout",
+                "default": "",
+            },
+            "shared_filesystem": {
+                "description": (
+                    "On a distributed executor (Celery, Kubernetes) local input, output and shard "
+                    "paths are refused, since the next task may run on a worker without them. True "
+                    "declares that every worker and the triggerer mount the same filesystem at those "
+                    "paths (an operator's shared_filesystem argument wins)."
+                ),
+                "version_added": None,
+                "type": "boolean",
+                "example": "True",
+                "default": "False",
+            },
             "caches_view_enabled": {
                 "description": (
                     "Let the UI's Gemini caches view list a connection's caches. Listing calls the "

@@ -13,6 +13,7 @@ waits until the cache is about to expire and then deletes it, so the storage bil
 
 from __future__ import annotations
 
+import datetime as dt
 from importlib import resources
 from typing import Any
 
@@ -109,4 +110,7 @@ with DAG(
         task_id="ask",
         cache_name=latest_cache(),
         prompts="{{ params.prompts }}",
+        # A lost worker or a passing outage fails the task; bad input is not retried.
+        retries=2,
+        retry_delay=dt.timedelta(seconds=30),
     )

@@ -19,6 +19,7 @@ Local paths must sit under ``[ctxcache] allowed_roots`` (env ``AIRFLOW__CTXCACHE
 
 from __future__ import annotations
 
+import datetime as dt
 from importlib import resources
 
 import pendulum
@@ -106,6 +107,10 @@ with DAG(
         max_concurrency=32,
         output_part_size=5000,
         max_active_tis_per_dagrun=ASK_PARALLELISM,
+        # A shard whose worker is lost (or that meets an outage) is retried, on any worker, and
+        # resumes from its own output prefix: only keys without an answer there are asked again.
+        retries=2,
+        retry_delay=dt.timedelta(seconds=30),
     ).expand_kwargs(shards())
     delete_cache = DeleteCacheOperator(task_id="delete_cache", cache_name=create_cache.output)
     create_cache >> ask >> delete_cache.as_teardown(setups=create_cache)

@@ -15,6 +15,7 @@ list their folder in ``allowed_roots``.
 
 from __future__ import annotations
 
+import datetime as dt
 from importlib import resources
 from typing import Any
 
@@ -82,7 +83,14 @@ with DAG(
 
     chunks = chunk_prompts()
     ask = GenerateWithCacheOperator.partial(
-        task_id="ask", cache_name=create_cache.output, model="{{ params.model }}", max_concurrency=8
+        task_id="ask",
+        cache_name=create_cache.output,
+        model="{{ params.model }}",
+        max_concurrency=8,
+        # A lost worker or a passing outage fails the chunk; its retry asks the prompts again
+        # (with output_uri it would skip the answered ones). Bad input is not retried.
+        retries=2,
+        retry_delay=dt.timedelta(seconds=30),
     ).expand(prompts=chunks)
     delete_cache = DeleteCacheOperator(task_id="delete_cache", cache_name=create_cache.output)
 

@@ -15,6 +15,7 @@ day's questions.
 
 from __future__ import annotations
 
+import datetime as dt
 from importlib import resources
 
 import pendulum
@@ -80,6 +81,9 @@ with DAG(
         cache_name=create_cache.output,
         model="{{ params.model }}",
         prompts=PROMPTS,
+        # A lost worker or a passing outage fails the task; bad input is not retried.
+        retries=2,
+        retry_delay=dt.timedelta(seconds=30),
     )
     wait_for_expiry = CacheExpirySensor(
         task_id="wait_for_expiry",

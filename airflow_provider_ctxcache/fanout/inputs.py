@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -28,10 +29,11 @@ from typing import Any
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.uris import check_uri, is_gcs, local_path, split_gcs
+from airflow_provider_ctxcache.safe_files import MissingPath, open_file_beneath
 from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
-from airflow_provider_ctxcache.safe_files import open_file_beneath
 
 REQUEST_EXAMPLE = '{"key": ..., "request": {...}}'
+_SHARD_FILE = re.compile(r"^shard-\d{5,}\.jsonl$")  # as fanout/shards.py names them
 
 
 class InputFile:
@@ -183,9 +185,18 @@ def open_input(
         return downloaded
     path = local_path(uri, allowed_roots, field)
     # Opened here, once, beneath the roots: every pass reads this descriptor, never the path again.
-    fd = open_file_beneath(
-        str(path), checked_roots(allowed_roots), field, shown=uri, fix="give the JSONL file inside it"
-    )
+    try:
+        fd = open_file_beneath(
+            str(path), checked_roots(allowed_roots), field, shown=uri, fix="give the JSONL file inside it"
+        )
+    except MissingPath as missing:
+        if _SHARD_FILE.match(path.name):
+            raise MissingPath(
+                f"{missing} It is a shard file: shard_input may have written it on another worker. "
+                "With more than one worker, give shard_input a gs:// shards_uri (or a folder every "
+                "worker mounts, with shared_filesystem=True)."
+            ) from None
+        raise
     return InputFile(uri, path, field=field, max_line_bytes=max_line_bytes, fd=fd)
 
 

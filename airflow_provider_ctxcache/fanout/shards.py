@@ -16,7 +16,8 @@
 Each shard is a JSONL file in the same batch request format and gets its own output prefix
 (``<output_uri>/shard-00000/``), so each mapped task instance resumes on its own: a retried
 shard skips the keys it already answered, and the others are untouched. Workers (Celery or
-Kubernetes) need to reach the shard files, so on more than one machine use ``gs://``.
+Kubernetes) need to reach the shard files, so on more than one machine use ``gs://``: local
+paths are refused there unless every worker mounts the same filesystem (``shared_filesystem``).
 
 A local ``shards_uri`` folder is opened once beneath the allowed roots (and made if absent), and
 the shard files are written, renamed and removed relative to that descriptor, so a folder swapped
@@ -44,6 +45,7 @@ from airflow_provider_ctxcache.fanout.uris import (
     is_gcs,
     local_path,
 )
+from airflow_provider_ctxcache.placement import check_local_paths
 from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
 from airflow_provider_ctxcache.safe_files import open_dir_beneath
 
@@ -107,6 +109,7 @@ def shard_input(
     output_uri: str,
     storage_client_factory: Callable[[], Any],
     allowed_roots: Sequence[str],
+    shared_filesystem: bool | None = None,
 ) -> list[dict[str, str]]:
     """Split a JSONL input into ``shard-00000.jsonl``, ... of ``shard_size`` lines under ``shards_uri``.
 
@@ -115,6 +118,10 @@ def shard_input(
     shards, and removes ``shard-NNNNN.jsonl`` files beyond the new count left by an earlier run
     with a smaller ``shard_size``.
 
+    On a distributed executor (Celery, Kubernetes) local paths are refused before anything is
+    written, unless ``shared_filesystem`` (or ``[ctxcache] shared_filesystem``) says every worker
+    mounts them: the shards are read by tasks that may run on other workers.
+
     :returns: one ``{"input_uri": shard, "output_uri": <output_uri>/shard-NNNNN/}`` per shard, in
         order, for ``GenerateWithCacheOperator.partial(...).expand_kwargs(...)``; ``[]`` for an
         input with no lines.
@@ -122,6 +129,10 @@ def shard_input(
     shard_size = _check_size(shard_size, "shard_size")
     shards_uri = check_uri(shards_uri, "shards_uri")
     output_uri = check_uri(output_uri, "output_uri")
+    check_local_paths(
+        {"shards_uri": shards_uri, "output_uri": output_uri, "input_uri": input_uri},
+        shared_filesystem=shared_filesystem,
+    )
     if is_gcs(output_uri):
         bucket, prefix = gcs_prefix(output_uri, "output_uri")
         output_base = f"gs://{bucket}/{prefix}"

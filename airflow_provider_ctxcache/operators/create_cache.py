@@ -35,6 +35,7 @@ from airflow_provider_ctxcache.exceptions import (
 from airflow_provider_ctxcache.fanout.pending import count_pending
 from airflow_provider_ctxcache.models import check_not_shut_down, model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
+from airflow_provider_ctxcache.placement import check_local_paths
 from airflow_provider_ctxcache.staging import Stager, remove_staged
 from airflow_provider_ctxcache.validation import one_expiry, parse_expire_time, parse_ttl
 
@@ -104,6 +105,9 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         paths under ``[ctxcache] allowed_roots``, as the fan-out reads them). Before
         anything is spent, every request is checked and the pending ones counted: none pending
         skips this task (and those that need the cache), a bad one fails it naming its line.
+    :param shared_filesystem: on a distributed executor (Celery, Kubernetes) local ``input_uri`` and
+        ``output_uri`` paths are refused, since the tasks that use them may run on other workers;
+        True declares that every worker mounts them. Default ``[ctxcache] shared_filesystem``.
     :param expected_requests: how many requests will use the cache, when the prompts are not given
         here; with ``prompts``/``input_uri``, the pending count is used instead.
     :param if_not_worth_it: what to do when the break-even advisor finds the cache would cost more
@@ -161,6 +165,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         expected_requests: Any = None,
         if_not_worth_it: str = "warn",
         prices: dict[str, Any] | None = None,
+        shared_filesystem: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -184,6 +189,7 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         self.expected_requests = expected_requests
         self.if_not_worth_it = if_not_worth_it
         self.prices = prices
+        self.shared_filesystem = shared_filesystem
 
     def execute(self, context: Context) -> str:
         plan = self._plan(context)
@@ -356,6 +362,11 @@ class CreateCacheOperator(CtxCacheBaseOperator):
 
         The input and output are read under ``[ctxcache] allowed_roots``, as the fan-out reads them.
         """
+        check_local_paths(
+            {"input_uri": self.input_uri, "output_uri": self.output_uri},
+            shared_filesystem=self.shared_filesystem,
+            task_executor=getattr(self, "executor", None),
+        )
         if self.prompts is not None or self.input_uri is not None:
             work = count_pending(
                 prompts=self.prompts,
