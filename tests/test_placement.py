@@ -14,7 +14,7 @@ from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.fanout.inputs import open_input
 from airflow_provider_ctxcache.fanout.shards import shard_input
-from airflow_provider_ctxcache.operators import CreateCacheOperator
+from airflow_provider_ctxcache.operators import CreateCacheOperator, GenerateWithCacheOperator
 from airflow_provider_ctxcache.placement import (
     check_local_paths,
     configured_executors,
@@ -185,3 +185,25 @@ def test_a_create_on_celery_with_a_local_input_makes_no_call(
     with pytest.raises(CtxCacheConfigError, match=r"^input_uri: .* is a local path, but the tasks run on"):
         create.execute(task_context())
     assert emulator.admin.requests() == []
+
+
+def test_a_fan_out_on_celery_with_a_local_output_makes_no_call(
+    celery: None,
+    emulator: EmulatorProcess,
+    make_conn: ConnFactory,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    conn_id = make_conn("placement_ask", **backend_extra("gemini_api", emulator))
+    ask = GenerateWithCacheOperator(
+        task_id="ask",
+        ctxcache_conn_id=conn_id,
+        cache_name="cachedContents/abc",
+        prompts=["One?"],
+        output_uri=str(tmp_path / "out"),
+        allowed_roots=[str(tmp_path)],
+    )
+
+    with pytest.raises(CtxCacheConfigError, match=r"^output_uri: .* is a local path, but the tasks run on"):
+        ask.execute(task_context())
+    assert emulator.admin.requests() == []
+    assert not (tmp_path / "out").exists()

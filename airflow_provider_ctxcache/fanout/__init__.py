@@ -13,6 +13,7 @@ from airflow_provider_ctxcache.fanout.engine import (
     check_max_concurrency,
     run_fanout,
 )
+from airflow_provider_ctxcache.fanout.job import FanoutStoppedError
 from airflow_provider_ctxcache.fanout.records import KeyResult, Usage, answer_of
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "FanoutFailedError",
     "FanoutOptions",
     "FanoutResult",
+    "FanoutStoppedError",
     "FanoutSummary",
     "KeyResult",
     "Usage",

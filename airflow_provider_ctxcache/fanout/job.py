@@ -3,21 +3,30 @@
 The operator renders and checks its arguments and hands them here; this module owns the order
 of things so that nothing billable happens before the whole input has been checked, and
 nothing already answered is asked again.
+
+Stopping: :meth:`FanoutJob.stop` (the operator's ``on_kill``, which Airflow calls from its
+SIGTERM handler) cancels the run on its event loop; the calls in flight are abandoned, every
+answer already received is in the output (the sink is closed, so a ``gs://`` buffer is
+uploaded) and :class:`FanoutStoppedError` is raised. An exception that ends the run from
+inside (``execution_timeout``'s ``AirflowTaskTimeout``, an error) takes the same way out: the
+output is closed before it propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 from airflow_provider_ctxcache.costs import ModelPrice, fanout_report, find_price
-from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, CtxCacheError
 from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, run_fanout
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
 from airflow_provider_ctxcache.fanout.outputs import (
+    DEFAULT_FLUSH_SECONDS,
     OutputScan,
     ResultSink,
     changed_requests_error,
@@ -29,6 +38,20 @@ from airflow_provider_ctxcache.models import model_id
 from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, iter_normalized
 
 XCOM_RESULTS_WITHOUT_OUTPUT = 1000
+
+
+class FanoutStoppedError(CtxCacheError):
+    """The task was told to stop mid-run (SIGTERM); what was answered is kept, a retry resumes."""
+
+    def __init__(self, reason: str, answers: int, output_uri: str | None) -> None:
+        self.reason = reason
+        self.answers = answers
+        where = (
+            f"they are in {output_uri}, and a retry asks only the rest"
+            if output_uri is not None
+            else "they are in the task log and in XCom 'partial_results'"
+        )
+        super().__init__(f"the fan-out was stopped ({reason}) after {answers} answers; {where}.")
 
 
 @dataclasses.dataclass
@@ -47,6 +70,7 @@ class FanoutJob:
     key_prefix: str = KEY_PREFIX
     allowed_roots: Sequence[str] = ()
     output_part_size: int = 1000
+    output_flush_seconds: float = DEFAULT_FLUSH_SECONDS
     xcom_results_limit: int = 100
     prices: Any = None
     logger: Any = None
@@ -54,6 +78,39 @@ class FanoutJob:
     # Every answer received, as it arrives: what is left to show if the task is stopped mid-run
     # (a timeout, SIGTERM) before the engine returns its result.
     received: dict[str, KeyResult] = dataclasses.field(default_factory=dict, init=False)
+    answers: int = dataclasses.field(default=0, init=False)  # results received (written or held)
+    # Why the run must stop (a reason from stop(), or the exception that stops it); set once.
+    _stop: str | BaseException | None = dataclasses.field(default=None, init=False, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = dataclasses.field(default=None, init=False, repr=False)
+    _main: asyncio.Task[Any] | None = dataclasses.field(default=None, init=False, repr=False)
+    _wrote: asyncio.Event | None = dataclasses.field(default=None, init=False, repr=False)
+
+    def stop(self, reason: str = "the task was told to stop") -> None:
+        """Stop the run soon, keeping every answer received; safe from a signal handler or a thread.
+
+        Before the calls start, the job raises :class:`FanoutStoppedError` instead of starting
+        them; during the calls, the run is cancelled on its event loop (never interrupted in the
+        middle of a write) and the same error is raised once the output is closed. After the
+        calls (compaction, the report) it does nothing: everything is in the output already.
+        """
+        self._stop_with(reason)
+
+    def _stop_with(self, why: str | BaseException) -> None:
+        if self._stop is not None:
+            return  # one cancellation: a second would cut short the engine's own clean-up
+        self._stop = why
+        loop, main = self._loop, self._main
+        if loop is not None and main is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed in between: the run is over
+                loop.call_soon_threadsafe(main.cancel)
+
+    def _raise_if_stopped(self, sink: ResultSink | None) -> None:
+        why = self._stop
+        if why is None:
+            return
+        if isinstance(why, BaseException):
+            raise why
+        raise FanoutStoppedError(why, self.answers, sink.uri if sink is not None else None)
 
     def run(self) -> dict[str, Any]:
         source = self._open_source()
@@ -108,6 +165,7 @@ class FanoutJob:
                 storage_client_factory=self._storage,
                 allowed_roots=self.allowed_roots,
                 part_size=self.output_part_size,
+                flush_seconds=self.output_flush_seconds,
             )
             if self.output_uri is not None
             else None
@@ -135,6 +193,7 @@ class FanoutJob:
             total = skipped = 0
             changed: list[str] = []
             for request in self._requests(source):
+                self._raise_if_stopped(sink)
                 total += 1
                 if request.key in answered:
                     skipped += 1
@@ -163,24 +222,34 @@ class FanoutJob:
             options = dataclasses.replace(self.options, total=total - skipped, keep_results=sink is None)
             self._log("Quota: %s", options.quota.describe())
             remaining = (r for r in self._requests(source) if r.key not in answered)
+            self._raise_if_stopped(sink)
             result = asyncio.run(
-                run_fanout(
-                    self.hook,
-                    model=model,
-                    cache_name=self.cache_name,
-                    requests=remaining,
-                    max_concurrency=self.max_concurrency,
-                    on_result=self._keep(sink),
-                    options=options,
-                    logger=self.logger,
-                    expire_time=cache.expire_time,
-                    cache_tokens=cache_tokens,
+                self._fan_out(
+                    sink,
+                    run_fanout(
+                        self.hook,
+                        model=model,
+                        cache_name=self.cache_name,
+                        requests=remaining,
+                        max_concurrency=self.max_concurrency,
+                        on_result=self._keep(sink),
+                        options=options,
+                        logger=self.logger,
+                        expire_time=cache.expire_time,
+                        cache_tokens=cache_tokens,
+                    ),
                 )
             )
             self.result = result
         finally:
             if sink is not None:
-                sink.close()
+                sink.close()  # uploads a gs:// buffer: also when the run is being stopped
+                if self.result is None and self.answers:
+                    self._warn(
+                        "Stopped mid-run after %d answers; they are in %s, and a retry asks only the rest",
+                        self.answers,
+                        sink.uri,
+                    )
         if sink is not None:
             dropped = sink.compact()
             if dropped:
@@ -194,6 +263,44 @@ class FanoutJob:
             "cost": report,
             "results": self._results(sink, result, total, source),
         }
+
+    async def _fan_out(self, sink: ResultSink | None, run: Coroutine[Any, Any, FanoutResult]) -> FanoutResult:
+        """The engine's run, stoppable through :meth:`stop`, with the output flushed when due."""
+        self._loop, self._main = asyncio.get_running_loop(), asyncio.current_task()
+        flusher: asyncio.Task[None] | None = None
+        if sink is not None and sink.flush_seconds is not None:
+            self._wrote = asyncio.Event()
+            flusher = asyncio.create_task(self._flush_when_due(sink, self._wrote))
+            flusher.add_done_callback(self._flusher_done)
+        try:
+            self._raise_if_stopped(sink)  # told to stop while the loop started
+            return await run
+        except asyncio.CancelledError:
+            self._raise_if_stopped(sink)
+            raise
+        finally:
+            run.close()  # never awaited if the stop came first
+            self._loop = self._main = self._wrote = None
+            if flusher is not None:
+                # Not awaited: a stop arriving now must not interrupt a finished run. It waits only
+                # in awaits, never inside an upload; asyncio.run ends it before returning.
+                flusher.cancel()
+
+    async def _flush_when_due(self, sink: ResultSink, wrote: asyncio.Event) -> None:
+        """Upload buffered answers once the oldest has waited ``flush_seconds``, writes or not."""
+        while True:
+            await wrote.wait()
+            wrote.clear()
+            while (due := sink.flush_due_in()) is not None:
+                if due > 0:
+                    await asyncio.sleep(due)
+                else:
+                    sink.flush()  # sync, like the uploads a write makes; one part, then back to the loop
+
+    def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
+        error = None if flusher.cancelled() else flusher.exception()
+        if error is not None:
+            self._stop_with(error)  # e.g. the bucket refused the upload: stop the run with it
 
     def _model(self, cached_model: str | None) -> str:
         """The model to call: the cache's own; a different one would fail on every request."""
@@ -246,11 +353,15 @@ class FanoutJob:
 
             def hold(result: KeyResult) -> None:
                 self.received[result.key] = result
+                self.answers += 1
 
             return hold
 
         def write(result: KeyResult) -> None:
             sink.write(result.to_batch_line())
+            self.answers += 1
+            if self._wrote is not None:
+                self._wrote.set()  # the flusher times the buffer from here
 
         return write
 

@@ -28,9 +28,12 @@ Crash safety:
   by ``scan`` and removed by ``compact``. No fsync: a process crash loses nothing written, a
   power loss may lose what the OS had not yet written back.
 - ``gs://``: objects cannot be appended to, so lines are buffered and uploaded as one part
-  when ``part_size`` lines are buffered, on ``flush()``/``close()``, or on the first write after
-  ``flush_seconds`` since the last upload. A crash loses the buffered lines (at most
-  ``part_size``, or ``flush_seconds`` worth); those keys are simply asked again on resume.
+  when ``part_size`` lines are buffered, on ``flush()``/``close()``, or once the oldest buffered
+  line has waited ``flush_seconds``: checked on each write, and by whoever drives the sink
+  between writes through :meth:`ResultSink.flush_due_in` (the fan-out job runs a flusher on its
+  event loop, so a slow tail is uploaded too). A crash (SIGKILL) loses the buffered lines (at
+  most ``part_size``, or ``flush_seconds`` worth); those keys are simply asked again on resume.
+  A stopped task (SIGTERM, a timeout, an error) closes the sink, which uploads the buffer.
   On GCS a part therefore holds *at most* ``part_size`` lines.
 """
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -169,6 +173,9 @@ class ResultSink(ABC):
     Not thread-safe: call it from one thread (the engine's event loop).
     """
 
+    flush_seconds: float | None = None
+    """The longest a written line waits in memory before readers see it; None: it never waits."""
+
     def __init__(self, uri: str, *, part_size: int, field: str) -> None:
         if not isinstance(part_size, int) or isinstance(part_size, bool) or part_size < 1:
             raise CtxCacheConfigError(f"part_size: {part_size!r} must be a whole number of lines >= 1.")
@@ -218,6 +225,10 @@ class ResultSink(ABC):
     @abstractmethod
     def flush(self) -> None:
         """Make everything written so far visible to readers."""
+
+    def flush_due_in(self) -> float | None:
+        """Seconds until the buffered lines are due for upload (0: now); None when none wait."""
+        return None
 
     @abstractmethod
     def check_writable(self) -> None:
@@ -298,13 +309,16 @@ class ResultSink(ABC):
             raise ValueError(f"the result sink for {self.uri!r} is closed")
 
     def close(self) -> None:
-        """Flush and release; calling it again does nothing."""
+        """Flush and release; calling it again does nothing once it succeeded.
+
+        If the last upload fails (or is interrupted, e.g. by a timeout signal), the lines stay
+        buffered and the sink stays open, so a second ``close()`` (``release()`` calls it) tries
+        again instead of dropping them.
+        """
         if self._closed:
             return
-        try:
-            self._end_part()
-        finally:
-            self._closed = True
+        self._end_part()
+        self._closed = True
 
     def release(self) -> None:
         """Closes the sink and lets go of what it held open for reading after ``close()``."""
@@ -344,8 +358,10 @@ class LocalResultSink(ResultSink):
         self._in_part = 0
 
     def release(self) -> None:
-        super().release()
-        self._release()
+        try:
+            super().release()
+        finally:
+            self._release()
 
     def write(self, record: dict[str, Any]) -> None:
         self._check_open()
@@ -440,17 +456,25 @@ class GcsResultSink(ResultSink):
         self.client = client
         self.bucket_name = bucket
         self.prefix = prefix
-        self.flush_seconds = flush_seconds
+        self.flush_seconds: float = check_flush_seconds(flush_seconds, "flush_seconds")
         self._bucket = client.bucket(bucket)
         self._buffer: list[bytes] = []
-        self._last_upload = time.monotonic()
+        self._oldest = 0.0  # monotonic time the oldest buffered line was written
 
     def write(self, record: dict[str, Any]) -> None:
         self._check_open()
-        self._buffer.append(_line(record))
+        line = _line(record)
+        if not self._buffer:
+            self._oldest = time.monotonic()
+        self._buffer.append(line)
         self.written += 1
-        if len(self._buffer) >= self.part_size or time.monotonic() - self._last_upload >= self.flush_seconds:
+        if len(self._buffer) >= self.part_size or self.flush_due_in() == 0:
             self._upload()
+
+    def flush_due_in(self) -> float | None:
+        if not self._buffer:
+            return None
+        return max(0.0, self._oldest + self.flush_seconds - time.monotonic())
 
     def flush(self) -> None:
         self._upload()
@@ -459,7 +483,6 @@ class GcsResultSink(ResultSink):
         self._upload()
 
     def _upload(self) -> None:
-        self._last_upload = time.monotonic()
         if not self._buffer:
             return
         data = b"".join(self._buffer)
@@ -516,6 +539,22 @@ class GcsResultSink(ResultSink):
         )
 
 
+def check_flush_seconds(value: Any, field_name: str = "output_flush_seconds") -> float:
+    """A finite number of seconds > 0; anything else is a config error naming the field."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise CtxCacheConfigError(
+            f"{field_name}: {value!r} is not a number of seconds > 0; give the longest an answer may "
+            f"wait in memory before it is uploaded to a gs:// output, e.g. {DEFAULT_FLUSH_SECONDS:g} "
+            "(the default)."
+        )
+    return float(value)
+
+
 def open_output(
     uri: str,
     *,
@@ -530,9 +569,11 @@ def open_output(
     :param uri: a local folder (under ``allowed_roots``; created if absent) or ``gs://bucket/prefix/``.
     :param storage_client_factory: builds a google-cloud-storage client; called only for ``gs://``.
     :param part_size: lines per part (at most, on GCS).
-    :param flush_seconds: on GCS, the longest a buffered line waits for upload (checked on write).
+    :param flush_seconds: on GCS, the longest a buffered line waits for upload: checked on each
+        write, and between writes by the caller through :meth:`ResultSink.flush_due_in`.
     :raises CtxCacheConfigError: the location is refused, is a file, or the bucket is missing.
     """
+    check_flush_seconds(flush_seconds, "flush_seconds")
     uri = check_uri(uri, field)
     if is_gcs(uri):
         bucket, prefix = gcs_prefix(uri, field)
@@ -562,10 +603,12 @@ def open_output(
 
 
 __all__ = [
+    "DEFAULT_FLUSH_SECONDS",
     "GcsResultSink",
     "LocalResultSink",
     "OutputScan",
     "ResultSink",
+    "check_flush_seconds",
     "error_record",
     "open_output",
     "response_record",

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from airflow_provider_ctxcache.contents import configured_allowed_roots
-from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
+from airflow_provider_ctxcache.exceptions import CacheNotFoundError, CtxCacheConfigError
 from airflow_provider_ctxcache.fanout import (
     FanoutCacheNotFoundError,
     FanoutFailedError,
@@ -21,14 +21,21 @@ from airflow_provider_ctxcache.fanout import (
     check_max_concurrency,
 )
 from airflow_provider_ctxcache.fanout.job import FanoutJob
+from airflow_provider_ctxcache.fanout.outputs import DEFAULT_FLUSH_SECONDS, check_flush_seconds
 from airflow_provider_ctxcache.fanout.pacing import QuotaLimits
 from airflow_provider_ctxcache.models import model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
+from airflow_provider_ctxcache.placement import check_local_paths
 from airflow_provider_ctxcache.prompts import KEY_PREFIX
 from airflow_provider_ctxcache.validation import parse_ttl
 
 DEFAULT_MAX_CONCURRENCY = 16
 FAILURES_SHOWN = 5
+CLEARED_AFTER_TEARDOWN = (
+    "before any prompt was sent; if this task was cleared after its run ended, the run's teardown "
+    "has deleted the cache: clear it together with the task that creates the cache (select "
+    "create_cache and clear it with its downstream tasks), which finds or makes the cache again"
+)
 
 
 class GenerateWithCacheOperator(CtxCacheBaseOperator):
@@ -67,10 +74,28 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
     :param prices: price overrides for the cost report (see ``costs.py``); default the connection
         extra ``prices``, then the built-in table.
     :param allowed_roots: folders local input and output may use; default ``[ctxcache] allowed_roots``.
-    :param output_part_size: lines per output part (default 1000).
+    :param output_part_size: lines per output part (default 1000); on ``gs://`` a part is uploaded
+        when it is full, or sooner (see ``output_flush_seconds``).
+    :param output_flush_seconds: on a ``gs://`` output, the longest an answer waits in memory
+        before it is uploaded, whether or not more answers arrive (default 10.0 seconds). A killed
+        worker (SIGKILL, a lost node) loses at most that many seconds' answers, or
+        ``output_part_size`` of them, and a retry asks those again. Local output is written
+        line by line and never waits.
+    :param shared_filesystem: on a distributed executor (Celery, Kubernetes) local ``input_uri`` and
+        ``output_uri`` paths are refused before any call, since a retry or the reader of the
+        answers may run on another worker; True declares that every worker mounts them. Default
+        ``[ctxcache] shared_filesystem``.
     :param xcom_results_limit: with ``output_uri``, answers also go to XCom up to this many prompts.
     :return: ``{"cache_name", "model", "output_uri", "summary", "cost", "results"}``: results are
         ``{key: {"text", "finish_reason", "usage"} | {"error"}}``, or None for a large run with output.
+
+    Stopping: when the task is told to stop (Airflow's SIGTERM, which calls :meth:`on_kill`; an
+    ``execution_timeout``; any error), the calls in flight are abandoned and every answer
+    received so far is in the output before the task ends (the ``gs://`` buffer is uploaded),
+    so a retry asks only the rest and the calls that were in flight (at most
+    ``max_concurrency``). Without an output, the answers go to the log and to XCom
+    ``partial_results``. A SIGTERM fails the try with ``FanoutStoppedError`` (retried if the
+    task has retries).
     """
 
     template_fields: Sequence[str] = (
@@ -105,6 +130,8 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
         prices: dict[str, Any] | None = None,
         allowed_roots: Sequence[str] | None = None,
         output_part_size: int = 1000,
+        output_flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+        shared_filesystem: bool | None = None,
         xcom_results_limit: int = 100,
         **kwargs: Any,
     ) -> None:
@@ -129,20 +156,26 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
         self.prices = prices
         self.allowed_roots = allowed_roots
         self.output_part_size = output_part_size
+        self.output_flush_seconds = check_flush_seconds(output_flush_seconds)
+        self.shared_filesystem = shared_filesystem
         self.xcom_results_limit = xcom_results_limit
+        self._running: FanoutJob | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
-            job = self._job(context)
+            job = self._running = self._job(context)
             try:
                 output = job.run()
             except (FanoutCacheNotFoundError, FanoutFailedError) as error:
                 self._log_answers(error.result)
                 raise
+            except CacheNotFoundError as error:  # before any call: cleared after the teardown ran?
+                raise CacheNotFoundError(error.cache_name, CLEARED_AFTER_TEARDOWN) from None
             except BaseException:  # a timeout, SIGTERM, any error: keep what was already paid for
                 self._keep_partial(context, job)
                 raise
         finally:
+            self._running = None
             self.hook.close()
             # The client is closed and its async half was bound to a finished event loop: a later
             # execute() of this same object (a test, an in-process retry) builds a fresh hook.
@@ -154,6 +187,20 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
             for failed in job.result.failures[:FAILURES_SHOWN]:
                 self.log.warning("Prompt %r failed: %s", failed.key, failed.error)
         return output
+
+    def on_kill(self) -> None:
+        """Stop the fan-out in progress, keeping every answer received (Airflow's SIGTERM handler).
+
+        Airflow 3 calls this from the task process's SIGTERM handler and then lets ``execute``
+        go on; it raises nothing itself. So the run is stopped here: the job cancels its calls
+        on its own event loop, closes (and so uploads) the output and raises
+        ``FanoutStoppedError``. Also called after an ``execution_timeout``, when the run has
+        already ended: then it does nothing.
+        """
+        job = getattr(self, "_running", None)
+        if job is not None:
+            self.log.warning("Told to stop: abandoning the calls in flight, keeping every answer received")
+            job.stop("the task was told to stop (SIGTERM)")
 
     def _job(self, context: Context) -> FanoutJob:
         """Every argument checked and rendered, before any call that could cost money."""
@@ -175,6 +222,12 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
                 or value < (0 if name == "xcom_results_limit" else 1)
             ):
                 raise CtxCacheConfigError(f"{name}: {value!r} is not a positive whole number.")
+        output_flush_seconds = check_flush_seconds(self.output_flush_seconds)
+        check_local_paths(
+            {"input_uri": self.input_uri, "output_uri": self.output_uri},
+            shared_filesystem=self.shared_filesystem,
+            task_executor=getattr(self, "executor", None),
+        )
         if not isinstance(self.max_failure_ratio, (int, float)) or not 0 <= self.max_failure_ratio <= 1:
             raise CtxCacheConfigError(
                 f"max_failure_ratio: {self.max_failure_ratio!r} must be between 0 and 1, e.g. 0.05."
@@ -211,6 +264,7 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
             if self.allowed_roots is not None
             else configured_allowed_roots(),
             output_part_size=self.output_part_size,
+            output_flush_seconds=output_flush_seconds,
             xcom_results_limit=self.xcom_results_limit,
             prices=self.price_overrides(),
             logger=self.log,

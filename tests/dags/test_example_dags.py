@@ -115,7 +115,9 @@ def test_reuse_by_content_across_two_logical_dates_makes_one_cache(
 def test_shared_daily_reuses_extends_asks_then_cleans_up_at_expiry(
     run_dag: DagRunner, emulator: EmulatorProcess
 ) -> None:
-    conf = {"ttl": "4s", "min_remaining_ttl": "1s", "expiry_margin": "1s"}
+    # An expiry margin as long as the TTL: the sensor is done at its first look, so nothing here
+    # races a real expiry (a 4 s TTL once ran out between two tasks on a busy machine).
+    conf = {"ttl": "1h", "min_remaining_ttl": "1s", "expiry_margin": "1h"}
     run = run_dag("ctxcache_shared_daily", conf=conf, logical_date=pendulum.datetime(2026, 11, 2, tz="UTC"))
     assert run.state == "success"
     assert set(task_states(run).values()) == {"success"}

@@ -22,7 +22,7 @@ from airflow_provider_ctxcache.fanout.outputs import (
     open_output,
     response_record,
 )
-from tests.gcs import PLACES, Place, make_place
+from tests.gcs import PLACES, Place, make_place, storage_client
 
 REPO = Path(__file__).resolve().parents[2]
 PART_NAME = re.compile(r"^part-(\d{8}T\d{12}Z-[0-9a-f]{8})-(\d{5})\.jsonl$")
@@ -398,6 +398,54 @@ def test_part_size_must_be_positive(tmp_path: Path) -> None:
         open_output(
             str(tmp_path), storage_client_factory=_no_client, allowed_roots=[str(tmp_path)], part_size=0
         )
+
+
+@pytest.mark.parametrize("value", [0, -1, "x", float("inf")])
+def test_flush_seconds_must_be_a_positive_number_of_seconds(value: Any, gcs_bucket: str) -> None:
+    place = Place.gcs(gcs_bucket)
+    with pytest.raises(CtxCacheConfigError, match=r"^flush_seconds: .* is not a number of seconds > 0"):
+        sink_at(place, flush_seconds=value)
+    assert place.factory_calls == 0  # refused before the bucket is touched
+
+
+def test_gcs_flush_due_in_counts_from_the_oldest_buffered_line(gcs_bucket: str) -> None:
+    sink = sink_at(Place.gcs(gcs_bucket), flush_seconds=3600)
+    assert sink.flush_due_in() is None  # nothing waits
+
+    sink.write(answer("a"))
+    first = sink.flush_due_in()
+    sink.write(answer("b"))
+    second = sink.flush_due_in()
+    assert first is not None
+    assert second is not None
+    assert 0 < second <= first <= 3600  # the second line does not push the first one's upload back
+
+    sink.flush()
+    assert sink.flush_due_in() is None
+    sink.close()
+
+
+def test_a_local_sink_never_has_lines_waiting(tmp_path: Path) -> None:
+    sink = sink_at(Place.local(tmp_path))
+    sink.write(answer("a"))
+    assert sink.flush_seconds is None
+    assert sink.flush_due_in() is None
+    sink.close()
+
+
+def test_a_gcs_close_whose_upload_fails_keeps_the_lines_for_the_next_close(gcs_bucket: str) -> None:
+    place = Place.gcs(gcs_bucket)
+    sink = sink_at(place, flush_seconds=3600)
+    sink.write(answer("a"))
+    bucket = storage_client().bucket(gcs_bucket)
+    bucket.delete()  # the upload at close fails, as on a lost connection or a timeout in the middle
+
+    with pytest.raises(CtxCacheConfigError, match=r"^output_uri: .* cannot be used"):
+        sink.close()
+    storage_client().create_bucket(gcs_bucket)
+    sink.release()  # what the fan-out job does on its way out, after close()
+
+    assert [line["key"] for line in all_lines(place)] == ["a"]
 
 
 def _no_client() -> object:

@@ -195,6 +195,20 @@ def test_a_deleted_cache_fails_the_task_naming_it(conn_id: str, emulator: Emulat
         run(ask(conn_id, name, ["a", "b"], model=MODEL))
 
 
+def test_a_cache_gone_before_any_prompt_says_to_clear_the_task_with_its_creator(
+    conn_id: str, emulator: EmulatorProcess
+) -> None:
+    """A shard cleared after its run's teardown deleted the cache: the fix is in the message."""
+    name = create_cache(conn_id)
+    ContextCacheHook(conn_id).delete_cache(name)
+
+    with pytest.raises(CacheNotFoundError) as gone:
+        run(ask(conn_id, name, ["a", "b"], model=MODEL))
+
+    assert "clear it together with the task that creates the cache" in str(gone.value)
+    assert counts(emulator)["generate_content"] == 0
+
+
 # -- per-key failures ------------------------------------------------------------------------------
 
 
