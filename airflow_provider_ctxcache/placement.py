@@ -11,13 +11,13 @@ the operator's ``shared_filesystem=True`` or ``[ctxcache] shared_filesystem = Tr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
+from airflow_provider_ctxcache.airflow_config import airflow_option, env_name
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.gcs_uris import is_gcs
 
-SHARED_FILESYSTEM_ENV = "AIRFLOW__CTXCACHE__SHARED_FILESYSTEM"
+SHARED_FILESYSTEM_ENV = env_name("ctxcache", "shared_filesystem")
 SHARED_FILESYSTEM_OPTION = f"[ctxcache] shared_filesystem ({SHARED_FILESYSTEM_ENV})"
 # Executors that run every task on the machine of the scheduler that started it.
 ONE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
@@ -28,14 +28,7 @@ _FALSE = {"false", "0", "no", "off", "f", "n", ""}
 def configured_executors() -> list[str]:
     """``[core] executor``: its comma-separated executors, each as its class name (aliases and
     module paths dropped); empty when Airflow's config cannot be read."""
-    raw = os.environ.get("AIRFLOW__CORE__EXECUTOR")
-    if raw is None:
-        try:
-            from airflow.configuration import conf
-
-            raw = conf.get("core", "executor", fallback="")
-        except Exception:
-            raw = ""
+    raw = airflow_option("core", "executor", "")
     names = []
     for entry in (raw or "").split(","):
         spec = entry.strip().split(":")[-1].strip()  # "alias:module.Class" -> "module.Class"
@@ -59,15 +52,8 @@ def distributed_executor(task_executor: str | None = None) -> str | None:
 
 def configured_shared_filesystem() -> bool:
     """``[ctxcache] shared_filesystem`` (default False); a value that is not a boolean is a config error."""
-    raw = os.environ.get(SHARED_FILESYSTEM_ENV)
-    if raw is None:
-        try:
-            from airflow.configuration import conf
-
-            raw = conf.get("ctxcache", "shared_filesystem", fallback="False")
-        except Exception:
-            raw = "False"
-    text = str(raw).strip().lower()
+    raw = airflow_option("ctxcache", "shared_filesystem", "False")
+    text = raw.strip().lower()
     if text in _TRUE:
         return True
     if text in _FALSE:

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from airflow_provider_ctxcache.airflow_config import airflow_option, env_name
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 
-ALLOWED_ROOTS_ENV = "AIRFLOW__CTXCACHE__ALLOWED_ROOTS"
+ALLOWED_ROOTS_ENV = env_name("ctxcache", "allowed_roots")
 CONFIG_FIELD = f"[ctxcache] allowed_roots ({ALLOWED_ROOTS_ENV})"
 IN_MEMORY_LIMIT = 4 * 1024 * 1024  # larger files are copied to a private folder while being read
 _CHUNK = 1024 * 1024
@@ -93,15 +94,8 @@ def configured_allowed_roots() -> list[str]:
     Blank entries (a trailing comma) are ignored and an empty setting allows no local files; a
     relative entry is a config error naming the setting.
     """
-    raw = os.environ.get(ALLOWED_ROOTS_ENV)
-    if raw is None:
-        try:
-            from airflow.configuration import conf
-
-            raw = conf.get("ctxcache", "allowed_roots", fallback="")
-        except Exception:
-            raw = ""
-    roots = [root.strip() for root in (raw or "").split(",") if root.strip()]
+    raw = airflow_option("ctxcache", "allowed_roots", "")
+    roots = [root.strip() for root in raw.split(",") if root.strip()]
     allowed_roots(roots, CONFIG_FIELD)
     return roots
 
@@ -207,17 +201,7 @@ def open_file_beneath(
     """
     shown = raw if shown is None else shown
     fd, _reached = _opened(raw, roots, where, shown)
-    try:
-        mode = _fstat(fd, where, shown).st_mode
-        if stat.S_ISDIR(mode):
-            raise CtxCacheConfigError(f"{where}: {shown!r} is a folder; {fix}.")
-        if not stat.S_ISREG(mode):
-            raise _not_regular(where, shown, mode)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _regular_file(fd, where, shown, folder_fix=fix)
 
 
 def open_dir_beneath(
@@ -283,8 +267,15 @@ def open_file_in(dir_fd: int, name: str, where: str, shown: str) -> int:
         if error.errno == errno.ENOENT:
             raise MissingPath(f"{where}: {shown!r} does not exist on this worker.") from None
         raise _unreadable(where, shown, error) from None
+    return _regular_file(fd, where, shown)
+
+
+def _regular_file(fd: int, where: str, shown: str, *, folder_fix: str | None = None) -> int:
+    """``fd`` if it is a regular file, switched to blocking reads; else closed and refused by name."""
     try:
         mode = _fstat(fd, where, shown).st_mode
+        if folder_fix is not None and stat.S_ISDIR(mode):
+            raise CtxCacheConfigError(f"{where}: {shown!r} is a folder; {folder_fix}.")
         if not stat.S_ISREG(mode):
             raise _not_regular(where, shown, mode)
         os.set_blocking(fd, True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,35 +118,30 @@ def test_local_paths_pass_on_the_local_executor(monkeypatch: pytest.MonkeyPatch)
     check_local_paths({"input_uri": "/data/in.jsonl", "output_uri": "/data/out/"})
 
 
-def test_shard_input_on_celery_with_local_paths_writes_no_shard(celery: None, tmp_path: Path) -> None:
-    source = write_requests(tmp_path / "in.jsonl", 10)
+def shard_locally(folder: Path, **kwargs: Any) -> list[dict[str, str]]:
+    """10 requests in 2 local shards under ``folder``."""
+    source = write_requests(folder / "in.jsonl", 10)
+    return shard_input(
+        str(source),
+        shard_size=5,
+        shards_uri=str(folder / "shards"),
+        output_uri=str(folder / "answers"),
+        storage_client_factory=lambda: None,
+        allowed_roots=[str(folder)],
+        **kwargs,
+    )
 
+
+def test_shard_input_on_celery_with_local_paths_writes_no_shard(celery: None, tmp_path: Path) -> None:
     with pytest.raises(CtxCacheConfigError, match=r"^shards_uri: .* is a local path"):
-        shard_input(
-            str(source),
-            shard_size=5,
-            shards_uri=str(tmp_path / "shards"),
-            output_uri=str(tmp_path / "answers"),
-            storage_client_factory=lambda: None,
-            allowed_roots=[str(tmp_path)],
-        )
+        shard_locally(tmp_path)
     assert not (tmp_path / "shards").exists()
 
 
 def test_shard_input_on_celery_with_a_declared_shared_filesystem_writes_the_shards(
     celery: None, tmp_path: Path
 ) -> None:
-    source = write_requests(tmp_path / "in.jsonl", 10)
-
-    shards = shard_input(
-        str(source),
-        shard_size=5,
-        shards_uri=str(tmp_path / "shards"),
-        output_uri=str(tmp_path / "answers"),
-        storage_client_factory=lambda: None,
-        allowed_roots=[str(tmp_path)],
-        shared_filesystem=True,
-    )
+    shards = shard_locally(tmp_path, shared_filesystem=True)
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
         "shard-00000.jsonl",
         "shard-00001.jsonl",

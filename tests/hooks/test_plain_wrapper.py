@@ -28,33 +28,22 @@ def generate_calls(emulator: EmulatorProcess) -> int:
     return len([r for r in emulator.admin.requests() if r["op"] == "generate_content"])
 
 
-def test_agenerate_without_retries_makes_one_attempt(
-    emulator: EmulatorProcess, make_conn: ConnFactory
+@pytest.mark.parametrize(
+    ("retries", "calls"),
+    [(False, 1), (True, 4)],
+    ids=["without-retries-one-attempt", "by-default-the-connections-retries"],
+)
+def test_agenerate_retries_only_when_asked(
+    emulator: EmulatorProcess, make_conn: ConnFactory, retries: bool, calls: int
 ) -> None:
-    hook = ContextCacheHook(
-        make_conn("plain_once", retry_attempts=4, **backend_extra("gemini_api", emulator))
-    )
+    hook = ContextCacheHook(make_conn("plain_gen", retry_attempts=4, **backend_extra("gemini_api", emulator)))
     emulator.admin.faults(error_rate_503=1.0, ops=["generate_content"])
 
     with pytest.raises(CtxCacheApiError) as raised:
-        asyncio.run(hook.agenerate(model=MODEL, contents="hi", retries=False))
+        asyncio.run(hook.agenerate(model=MODEL, contents="hi", retries=retries))
 
     assert raised.value.code == 503
-    assert generate_calls(emulator) == 1
-
-
-def test_agenerate_retries_as_the_connection_says_by_default(
-    emulator: EmulatorProcess, make_conn: ConnFactory
-) -> None:
-    hook = ContextCacheHook(
-        make_conn("plain_retry", retry_attempts=4, **backend_extra("gemini_api", emulator))
-    )
-    emulator.admin.faults(error_rate_503=1.0, ops=["generate_content"])
-
-    with pytest.raises(CtxCacheApiError):
-        asyncio.run(hook.agenerate(model=MODEL, contents="hi"))
-
-    assert generate_calls(emulator) == 4
+    assert generate_calls(emulator) == calls
 
 
 def test_the_test_button_makes_one_list_call_on_a_failing_server(
