@@ -44,7 +44,6 @@ from tests.e2e.deployment import (
     VENV_BIN,
     AirflowDeployment,
     DeploymentError,
-    _compact_task_log,
     tail,
 )
 
@@ -333,13 +332,7 @@ class CeleryDeployment(AirflowDeployment):
         parts = []
         for component in [*self.components.values(), *self.workers.values()]:
             parts += [f"--- {component.log_path} (last {lines} lines) ---", tail(component.log_path, lines)]
-        task_logs = sorted(
-            (p for p in (self.home / "logs").rglob("*.log") if "dag_processor" not in p.parts),
-            key=lambda p: p.stat().st_mtime,
-        )
-        for path in task_logs[-4:]:
-            parts += [f"--- {path} (last 25 events) ---", _compact_task_log(tail(path, 25))]
-        return "\n".join(parts)
+        return "\n".join([*parts, *self.task_log_tails(4)])
 
 
 __all__ = ["WORKERS", "CeleryDeployment", "Component", "Worker", "session_members"]

@@ -224,13 +224,18 @@ class AirflowDeployment:
     def log_tail(self, lines: int = 80) -> str:
         """The end of the standalone log and of the newest task logs."""
         parts = [f"--- {self.log_path} (last {lines} lines) ---", tail(self.log_path, lines)]
+        return "\n".join([*parts, *self.task_log_tails(3)])
+
+    def task_log_tails(self, newest: int) -> list[str]:
+        """Headed tails of the ``newest`` task logs (the dag-processor's left out)."""
         task_logs = sorted(
             (p for p in (self.home / "logs").rglob("*.log") if "dag_processor" not in p.parts),
             key=lambda p: p.stat().st_mtime,
         )
-        for path in task_logs[-3:]:
+        parts: list[str] = []
+        for path in task_logs[-newest:]:
             parts += [f"--- {path} (last 25 events) ---", _compact_task_log(tail(path, 25))]
-        return "\n".join(parts)
+        return parts
 
     # -- REST API and CLI ------------------------------------------------------------------
 
