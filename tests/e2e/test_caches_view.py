@@ -17,7 +17,6 @@ import contextlib
 import json
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from tests.e2e.deployment import AirflowDeployment
 from tests.e2e.test_ui import _screenshot, browser, chromium, page  # noqa: F401  (shared fixtures)
+from tests.in_flight import peak_in_flight
 
 pytestmark = pytest.mark.e2e
 
@@ -219,14 +219,6 @@ def test_parallel_page_loads_against_a_slow_backend_leave_airflows_api_responsiv
     loads = [ids[i % len(ids)] for i in range(48)]
     headers = {"Authorization": f"Bearer {airflow.token}"}
     start = threading.Barrier(len(loads), timeout=120)
-    done = threading.Event()
-    peak = 0
-
-    def watch() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, e2e_emulator.admin.state()["in_flight"])
-            time.sleep(0.05)
 
     def load(conn_id: str) -> int:
         start.wait()
@@ -236,10 +228,8 @@ def test_parallel_page_loads_against_a_slow_backend_leave_airflows_api_responsiv
     with _connections(airflow, ids, {"base_url": e2e_emulator.url}):
         e2e_emulator.admin.faults(latency_ms=5000, ops=["list_caches"])
         calls_before = e2e_emulator.admin.state()["counts"]["list_caches"]
-        watcher = threading.Thread(target=watch)
-        watcher.start()
         try:
-            with ThreadPoolExecutor(len(loads)) as pool:
+            with peak_in_flight(e2e_emulator) as peak, ThreadPoolExecutor(len(loads)) as pool:
                 pending = [pool.submit(load, conn_id) for conn_id in loads]
                 airflow.wait_for(
                     "the view's calls to reach the slow backend",
@@ -251,8 +241,6 @@ def test_parallel_page_loads_against_a_slow_backend_leave_airflows_api_responsiv
                 still_waiting = e2e_emulator.admin.state()["in_flight"]
                 statuses = [future.result() for future in pending]
         finally:
-            done.set()
-            watcher.join()
             e2e_emulator.admin.faults()
         calls = e2e_emulator.admin.state()["counts"]["list_caches"] - calls_before
         airflow.wait_for(
@@ -264,4 +252,4 @@ def test_parallel_page_loads_against_a_slow_backend_leave_airflows_api_responsiv
     assert set(statuses) <= {200, 503}
     assert statuses.count(503) >= len(loads) - 4
     assert 1 <= calls <= 4
-    assert peak <= 4
+    assert peak.value <= 4

@@ -30,6 +30,7 @@ from airflow_provider_ctxcache.plugins.caches_view import (
     view_policy,
 )
 from tests.hooks.conftest import API_KEY, ConnFactory, backend_extra
+from tests.in_flight import peak_in_flight
 from tests.reliability.conftest import MODEL, new_cache
 from tests.reliability.test_secrets import service_account
 
@@ -331,34 +332,20 @@ def test_parallel_page_loads_beyond_the_cap_are_answered_busy_at_once(
     slow_emulator.admin.faults(latency_ms=3000, ops=["list_caches"])
     loads = [conns[i % len(conns)] for i in range(48)]
     start = threading.Barrier(len(loads), timeout=120)
-    done = threading.Event()
-    peak = 0
-
-    def watch() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, slow_emulator.admin.state()["in_flight"])
-            time.sleep(0.05)
 
     def load(conn_id: str) -> tuple[int, float]:
         start.wait()
         status, _ = page(conn_id)
         return status, time.monotonic()
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        with ThreadPoolExecutor(len(loads)) as pool:
-            answers = list(pool.map(load, loads))
-    finally:
-        done.set()
-        watcher.join()
+    with peak_in_flight(slow_emulator) as peak, ThreadPoolExecutor(len(loads)) as pool:
+        answers = list(pool.map(load, loads))
 
     listed = [at for status, at in answers if status == 200]
     busy = [at for status, at in answers if status == 503]
     assert len(listed) + len(busy) == len(loads)
     assert 1 <= list_calls(slow_emulator) <= 4
-    assert peak <= 4
+    assert peak.value <= 4
     assert len(busy) >= len(loads) - 4
     assert max(busy) < min(listed)  # every busy answer came before the backend answered anyone
 
