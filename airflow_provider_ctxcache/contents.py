@@ -28,7 +28,7 @@ from google.genai import types
 
 from airflow_provider_ctxcache import safe_files
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.models import model_id
+from airflow_provider_ctxcache.model_facts import model_id
 from airflow_provider_ctxcache.safe_files import ALLOWED_ROOTS_ENV as ALLOWED_ROOTS_ENV
 from airflow_provider_ctxcache.safe_files import CheckedFile, read_beneath
 from airflow_provider_ctxcache.safe_files import configured_allowed_roots as configured_allowed_roots

@@ -8,8 +8,8 @@ Messages carry what a user needs to act (names, counts, delays) and never a cred
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -245,3 +245,76 @@ def translate_api_error(
     if code == 404 and model and "model" in message.lower():
         return ModelNotFoundError(model, message)
     return CtxCacheApiError(code, status, message)
+
+
+class _Counts(Protocol):
+    @property
+    def requests(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+
+
+class _Failure(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class FanoutOutcome(Protocol):
+    """What the fan-out errors read of a run's result (the engine's ``FanoutResult``)."""
+
+    @property
+    def summary(self) -> _Counts: ...
+    @property
+    def failures(self) -> Sequence[_Failure]: ...
+
+
+R = TypeVar("R", bound=FanoutOutcome)
+
+
+class FanoutCacheNotFoundError(CacheNotFoundError, Generic[R]):
+    """The cache vanished during the run; ``result`` holds what finished before it stopped."""
+
+    def __init__(self, cache_name: str | None, result: R) -> None:
+        self.result: R = result
+        done = result.summary
+        super().__init__(
+            cache_name,
+            f"the fan-out stopped after {done.requests} requests ({done.succeeded} answered, "
+            f"{done.failed} failed), whose results are kept",
+        )
+
+
+class FanoutFailedError(CtxCacheError, Generic[R]):
+    """Too many keys failed: raised by the engine past ``max_failure_ratio``, or by callers."""
+
+    def __init__(self, result: R, *, shown: int = 5, stopped_early: bool = False) -> None:
+        self.result: R = result
+        failures = result.failures
+        summary = result.summary
+        listed = "; ".join(f"{r.key!r}: {r.error}" for r in failures[:shown])
+        more = f"; and {summary.failed - shown} more" if summary.failed > shown else ""
+        how = "stopped early: " if stopped_early else ""
+        super().__init__(
+            f"{how}{summary.failed} of {summary.requests} prompts failed ({listed}{more}). "
+            f"The {summary.succeeded} answers that succeeded are kept. "
+            "Fix the cause and retry the task (answered keys are skipped when output_uri is set), "
+            "or raise max_failure_ratio / set fail_on_error=False."
+        )
+
+
+class FanoutStoppedError(CtxCacheError):
+    """The task was told to stop mid-run (SIGTERM); what was answered is kept, a retry resumes."""
+
+    def __init__(self, reason: str, answers: int, output_uri: str | None) -> None:
+        self.reason = reason
+        self.answers = answers
+        where = (
+            f"they are in {output_uri}, and a retry asks only the rest"
+            if output_uri is not None
+            else "they are in the task log and in XCom 'partial_results'"
+        )
+        super().__init__(f"the fan-out was stopped ({reason}) after {answers} answers; {where}.")

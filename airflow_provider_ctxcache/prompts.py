@@ -35,8 +35,6 @@ from google.genai import types
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, ForbiddenWithCacheError
 
 KEY_PREFIX = "prompt-"
-KEY_FORMAT = KEY_PREFIX + "{:05d}"
-MOVE_TO_CACHE = "move it into the cache (CreateCacheOperator's system_instruction, tools, tool_config)"
 
 # Request fields that the API refuses next to cachedContent, in the spellings a user may write.
 _FORBIDDEN_REQUEST_FIELDS = ("systemInstruction", "system_instruction", "tools", "toolConfig", "tool_config")
@@ -390,7 +388,6 @@ class _ConfigPool:
 
 
 __all__ = [
-    "KEY_FORMAT",
     "KEY_PREFIX",
     "PromptRequest",
     "cache_id",

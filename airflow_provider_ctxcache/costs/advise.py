@@ -41,7 +41,7 @@ from airflow_provider_ctxcache.costs.report import (
     readable_duration,
 )
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.models import model_id
+from airflow_provider_ctxcache.model_facts import model_id
 from airflow_provider_ctxcache.validation import parse_ttl
 
 EXPLICIT = "explicit"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeAlias
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.models import lookup_keys
+from airflow_provider_ctxcache.model_facts import lookup_keys
 
 PER_MILLION = 1_000_000
 _FIX = "set it in the connection extra 'prices' or the operator's prices="

@@ -23,7 +23,7 @@ from airflow_provider_ctxcache.costs.ledger import (
     storage_charge,
 )
 from airflow_provider_ctxcache.costs.prices import ModelPrice
-from airflow_provider_ctxcache.models import model_id
+from airflow_provider_ctxcache.model_facts import model_id
 
 PRICE_UNKNOWN = "price unknown"
 _DIGITS = 10  # XCom keeps amounts to 1e-10 USD, so sums over many small reports stay exact enough

@@ -20,7 +20,7 @@ from .answers import ContextIndex
 from .clock import NANOS, TimestampError, parse_duration, parse_timestamp
 from .content import Meter, pick
 from .errors import ApiError, invalid_argument, not_found, permission_denied
-from .models import GEMINI_API, ModelFacts, canonical_id, facts_for, model_id
+from .model_facts import GEMINI_API, ModelFacts, canonical_id, facts_for, model_id
 from .sources import FileSource
 from .state import EmulatorState
 from .store import CachedContent, Scope, developer_scope, scope_prefix, vertex_scope

@@ -23,7 +23,7 @@ import httpx
 from .api import Call
 from .clock import format_timestamp
 from .errors import ApiError, invalid_argument
-from .models import model_id
+from .model_facts import model_id
 
 STORAGE_ENV = "STORAGE_EMULATOR_HOST"
 

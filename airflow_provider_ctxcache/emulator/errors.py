@@ -79,11 +79,6 @@ def permission_denied(message: str) -> ApiError:
     return ApiError(403, message)
 
 
-def unauthenticated(message: str) -> ApiError:
-    """401 UNAUTHENTICATED (Vertex without a bearer token)."""
-    return ApiError(401, message)
-
-
 def retry_info(delay_seconds: float) -> dict[str, Any]:
     """A ``google.rpc.RetryInfo`` detail, formatted as the service does (``"15s"``)."""
     return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format_duration(delay_seconds)}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import format_timestamp
-from .models import GEMINI_API, model_id
+from .model_facts import GEMINI_API, model_id
 from .store import CachedContent, Scope
 
 EVENT_LIMIT = 100_000

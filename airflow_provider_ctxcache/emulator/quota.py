@@ -22,7 +22,7 @@ from typing import Any
 
 from .clock import NANOS
 from .errors import ApiError, format_duration, retry_info
-from .models import GEMINI_API
+from .model_facts import GEMINI_API
 
 REQUESTS = "requests"
 INPUT_TOKENS = "input_tokens"

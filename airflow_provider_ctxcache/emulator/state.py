@@ -13,7 +13,7 @@ from .clock import Clock, format_timestamp
 from .faults import API_OPS, FaultInjector
 from .filestore import FileStore
 from .ledger import UsageLedger
-from .models import MODEL_FACTS, ModelFacts, with_min_tokens
+from .model_facts import MODEL_FACTS, ModelFacts, with_min_tokens
 from .store import CacheStore
 
 REQUEST_LOG_SIZE = 1000

@@ -23,7 +23,7 @@ from typing import Any
 from .answers import ContextIndex
 from .clock import Clock, format_timestamp
 from .errors import invalid_argument
-from .models import GEMINI_API, VERTEX_AI
+from .model_facts import GEMINI_API, VERTEX_AI
 
 Scope = tuple[str, str, str]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from .content import pick
 from .errors import invalid_argument
-from .models import THINKING_DYNAMIC, THINKING_LEVELS, ModelFacts
+from .model_facts import THINKING_DYNAMIC, THINKING_LEVELS, ModelFacts
 
 DYNAMIC_BUDGET = -1
 LEVEL_FACTORS: dict[str, int] = {"minimal": 1, "low": 2, "medium": 4, "high": 8}

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .models import GEMINI_API
+from .model_facts import GEMINI_API
 from .tokens import TEXT, modality_details
 
 # Built-in (server-side) tools, by their camelCase name, with their snake_case spelling.

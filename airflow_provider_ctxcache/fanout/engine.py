@@ -49,7 +49,8 @@ from airflow_provider_ctxcache.costs.ledger import RequestTotals
 from airflow_provider_ctxcache.exceptions import (
     CacheNotFoundError,
     CtxCacheConfigError,
-    CtxCacheError,
+    FanoutCacheNotFoundError,
+    FanoutFailedError,
     QuotaExceededError,
 )
 from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, Ticket
@@ -170,37 +171,6 @@ class FanoutResult:
             s.failed += 1
             if len(self.first_failures) < FAILURES_KEPT:
                 self.first_failures.append(result)
-
-
-class FanoutCacheNotFoundError(CacheNotFoundError):
-    """The cache vanished during the run; ``result`` holds what finished before it stopped."""
-
-    def __init__(self, cache_name: str | None, result: FanoutResult) -> None:
-        self.result = result
-        done = result.summary
-        super().__init__(
-            cache_name,
-            f"the fan-out stopped after {done.requests} requests ({done.succeeded} answered, "
-            f"{done.failed} failed), whose results are kept",
-        )
-
-
-class FanoutFailedError(CtxCacheError):
-    """Too many keys failed: raised by the engine past ``max_failure_ratio``, or by callers."""
-
-    def __init__(self, result: FanoutResult, *, shown: int = 5, stopped_early: bool = False) -> None:
-        self.result = result
-        failures = result.failures
-        summary = result.summary
-        listed = "; ".join(f"{r.key!r}: {r.error}" for r in failures[:shown])
-        more = f"; and {summary.failed - shown} more" if summary.failed > shown else ""
-        how = "stopped early: " if stopped_early else ""
-        super().__init__(
-            f"{how}{summary.failed} of {summary.requests} prompts failed ({listed}{more}). "
-            f"The {summary.succeeded} answers that succeeded are kept. "
-            "Fix the cause and retry the task (answered keys are skipped when output_uri is set), "
-            "or raise max_failure_ratio / set fail_on_error=False."
-        )
 
 
 def check_max_concurrency(value: Any, field_name: str = "max_concurrency") -> int:

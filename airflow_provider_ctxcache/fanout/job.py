@@ -22,7 +22,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 from airflow_provider_ctxcache.costs import ModelPrice, fanout_report, find_price
-from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, CtxCacheError
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, FanoutStoppedError
 from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, run_fanout
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
 from airflow_provider_ctxcache.fanout.outputs import (
@@ -34,24 +34,10 @@ from airflow_provider_ctxcache.fanout.outputs import (
 )
 from airflow_provider_ctxcache.fanout.records import KeyResult, xcom_answer
 from airflow_provider_ctxcache.hooks import ContextCacheHook
-from airflow_provider_ctxcache.models import model_id
+from airflow_provider_ctxcache.model_facts import model_id
 from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, iter_normalized
 
 XCOM_RESULTS_WITHOUT_OUTPUT = 1000
-
-
-class FanoutStoppedError(CtxCacheError):
-    """The task was told to stop mid-run (SIGTERM); what was answered is kept, a retry resumes."""
-
-    def __init__(self, reason: str, answers: int, output_uri: str | None) -> None:
-        self.reason = reason
-        self.answers = answers
-        where = (
-            f"they are in {output_uri}, and a retry asks only the rest"
-            if output_uri is not None
-            else "they are in the task log and in XCom 'partial_results'"
-        )
-        super().__init__(f"the fan-out was stopped ({reason}) after {answers} answers; {where}.")
 
 
 @dataclasses.dataclass

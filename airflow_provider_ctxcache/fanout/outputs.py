@@ -192,11 +192,6 @@ class ResultSink(ABC):
     def _part_name(self, seq: int) -> str:
         return f"part-{self.attempt}-{seq:05d}.jsonl"
 
-    def part_uris(self) -> list[str]:
-        """Every attempt's part, in read order (after flushing this attempt's buffer)."""
-        self.flush()
-        return [child_uri(self.uri, name) for name in self._sorted_parts()]
-
     def _sorted_parts(self) -> list[str]:
         return sorted((n for n in self._list_names() if PART_PATTERN.match(n)), key=_part_order)
 

@@ -29,7 +29,7 @@ from airflow_provider_ctxcache.exceptions import (
 from airflow_provider_ctxcache.gcs_uris import is_gcs
 from airflow_provider_ctxcache.hooks.client import google_credentials, http_options, storage_client
 from airflow_provider_ctxcache.hooks.settings import ConnectionSettings, host_of
-from airflow_provider_ctxcache.models import precheck_min_tokens
+from airflow_provider_ctxcache.model_facts import precheck_min_tokens
 from airflow_provider_ctxcache.staging import CloudStorageArea, FilesApiArea, StagingArea
 
 # Both backends document 10 MB for inline cache content. The Developer API raised its request

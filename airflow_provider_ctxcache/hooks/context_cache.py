@@ -28,7 +28,7 @@ from airflow_provider_ctxcache.exceptions import (
 from airflow_provider_ctxcache.hooks.backend import Backend, backend_for
 from airflow_provider_ctxcache.hooks.server_clock import server_now
 from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
-from airflow_provider_ctxcache.models import check_not_shut_down
+from airflow_provider_ctxcache.model_facts import check_not_shut_down
 from airflow_provider_ctxcache.retry import Backoff, nothing_made, server_hint
 from airflow_provider_ctxcache.validation import api_duration, one_expiry, parse_expire_time, parse_ttl
 
@@ -133,11 +133,6 @@ class ContextCacheHook(BaseHook):
         """Without SDK retries: for creates (see :meth:`_create_once`), the fan-out's calls and the
         Test button. Retrying in the SDK would multiply the caller's own attempts."""
         return self._client if self.retry_attempts == 1 else self._build(1)
-
-    @property
-    def async_client(self) -> Any:
-        """``client.aio``: the same configuration, for triggers and the fan-out engine."""
-        return self._client.aio
 
     def _clients(self) -> list[Client]:
         built = (self.__dict__.get("_client"), self.__dict__.get("_single_attempt_client"))

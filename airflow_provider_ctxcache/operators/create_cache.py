@@ -33,7 +33,7 @@ from airflow_provider_ctxcache.exceptions import (
     QuotaExceededError,
 )
 from airflow_provider_ctxcache.fanout.pending import count_pending
-from airflow_provider_ctxcache.models import check_not_shut_down, model_id
+from airflow_provider_ctxcache.model_facts import check_not_shut_down, model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
 from airflow_provider_ctxcache.placement import check_local_paths
 from airflow_provider_ctxcache.staging import Stager, remove_staged

@@ -23,7 +23,7 @@ from airflow_provider_ctxcache.fanout import (
 from airflow_provider_ctxcache.fanout.job import FanoutJob
 from airflow_provider_ctxcache.fanout.outputs import DEFAULT_FLUSH_SECONDS, check_flush_seconds
 from airflow_provider_ctxcache.fanout.pacing import QuotaLimits
-from airflow_provider_ctxcache.models import model_id
+from airflow_provider_ctxcache.model_facts import model_id
 from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
 from airflow_provider_ctxcache.placement import check_local_paths
 from airflow_provider_ctxcache.prompts import KEY_PREFIX

@@ -26,8 +26,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
-from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
-from airflow_provider_ctxcache.fanout.job import FanoutStoppedError
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, FanoutStoppedError
 from airflow_provider_ctxcache.operators import GenerateWithCacheOperator
 from tests.conftest import DAGS_FOLDER
 from tests.dags.conftest import airflow_db, task_states

@@ -15,12 +15,12 @@ import pytest
 
 from airflow_provider_ctxcache.contents import fingerprint
 from airflow_provider_ctxcache.costs import find_price
-from airflow_provider_ctxcache.emulator.models import MODEL_FACTS as EMULATOR_FACTS
+from airflow_provider_ctxcache.emulator.model_facts import MODEL_FACTS as EMULATOR_FACTS
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 from airflow_provider_ctxcache.exceptions import CacheTooSmallError, CtxCacheConfigError, ModelNotFoundError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
-from airflow_provider_ctxcache.models import (
+from airflow_provider_ctxcache.model_facts import (
     MODEL_FACTS,
     THINKING_DEFAULTS,
     check_not_shut_down,

@@ -13,7 +13,7 @@ import uvicorn
 from google.genai import errors
 
 from airflow_provider_ctxcache.emulator import create_app
-from airflow_provider_ctxcache.emulator.models import MODEL_FACTS, ModelFacts
+from airflow_provider_ctxcache.emulator.model_facts import MODEL_FACTS, ModelFacts
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 
 from .conftest import Backend, make_backend
