@@ -1,7 +1,8 @@
-"""Names and defaults of a ``ctxcache`` connection, shared by its parser and its UI form.
+"""Names and defaults of a ``ctxcache`` connection and of the ``[ctxcache]`` config section.
 
-Airflow imports the provider's metadata (``get_provider_info``) while it is still starting, so
-the form cannot import anything that imports Airflow: the values both need live here, alone.
+Shared by the parsers (hooks/settings.py, safe_files.py, placement.py, the caches view) and the
+metadata Airflow reads (get_provider_info.py: the connection form and the config options).
+Airflow imports that metadata while it is still starting, so nothing here imports Airflow.
 """
 
 from __future__ import annotations
@@ -19,3 +20,13 @@ DEFAULT_RETRY_MAX_DELAY = 60.0
 DEFAULT_TIMEOUT_SECONDS = 300.0
 DEFAULT_QUOTA_WINDOW_SECONDS = 60.0  # Google's quotas are per minute
 DEFAULT_TPM_COUNTS_CACHED = True  # public reports: cached tokens count toward input TPM
+
+# The [ctxcache] section of airflow.cfg (AIRFLOW__CTXCACHE__*).
+CONFIG_SECTION = "ctxcache"
+DEFAULT_ALLOWED_ROOTS = ""  # no local files unless a deployment names its folders
+DEFAULT_SHARED_FILESYSTEM = False
+CACHES_VIEW_ENABLED = False
+CACHES_VIEW_ALLOWED_HOSTS = ""
+CACHES_VIEW_TIMEOUT_SECONDS = 5.0
+CACHES_VIEW_MAX_CONCURRENT = 4
+CACHES_VIEW_CACHE_SECONDS = 15.0

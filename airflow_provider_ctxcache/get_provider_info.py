@@ -11,25 +11,27 @@ from typing import Any
 from airflow_provider_ctxcache import __version__
 from airflow_provider_ctxcache.connection_defaults import (
     BACKENDS,
+    CACHES_VIEW_ALLOWED_HOSTS,
+    CACHES_VIEW_CACHE_SECONDS,
+    CACHES_VIEW_ENABLED,
+    CACHES_VIEW_MAX_CONCURRENT,
+    CACHES_VIEW_TIMEOUT_SECONDS,
+    CONFIG_SECTION,
     CONN_TYPE,
+    DEFAULT_ALLOWED_ROOTS,
     DEFAULT_BACKEND,
     DEFAULT_DEVELOPER_API_VERSION,
     DEFAULT_LOCATION,
     DEFAULT_QUOTA_WINDOW_SECONDS,
     DEFAULT_RETRY_ATTEMPTS,
+    DEFAULT_RETRY_INITIAL_DELAY,
+    DEFAULT_RETRY_MAX_DELAY,
+    DEFAULT_SHARED_FILESYSTEM,
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_TPM_COUNTS_CACHED,
 )
 
 HOOK_CLASS = "airflow_provider_ctxcache.hooks.ContextCacheHook"
-CONFIG_SECTION = "ctxcache"
-
-# The caches view's options (``[ctxcache]``), read by plugins/caches_view.py; it imports these.
-CACHES_VIEW_ENABLED = False
-CACHES_VIEW_ALLOWED_HOSTS = ""
-CACHES_VIEW_TIMEOUT_SECONDS = 5.0
-CACHES_VIEW_MAX_CONCURRENT = 4
-CACHES_VIEW_CACHE_SECONDS = 15.0
 
 CONFIG: dict[str, Any] = {
     CONFIG_SECTION: {
@@ -44,7 +46,7 @@ CONFIG: dict[str, Any] = {
                 "version_added": None,
                 "type": "string",
                 "example": "/data/contracts,/data/fanout",
-                "default": "",
+                "default": DEFAULT_ALLOWED_ROOTS,
             },
             "shared_filesystem": {
                 "description": (
@@ -56,7 +58,7 @@ CONFIG: dict[str, Any] = {
                 "version_added": None,
                 "type": "boolean",
                 "example": "True",
-                "default": "False",
+                "default": str(DEFAULT_SHARED_FILESYSTEM),
             },
             "caches_view_enabled": {
                 "description": (
@@ -174,10 +176,28 @@ CONN_FIELDS: dict[str, Any] = {
         "schema": {"type": ["integer", "null"], "default": DEFAULT_RETRY_ATTEMPTS, "minimum": 1},
         "description": "Tries per call on 408/429/5xx, including the first.",
     },
+    "retry_initial_delay": {
+        "label": "First retry delay (seconds)",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_RETRY_INITIAL_DELAY, "minimum": 0},
+        "description": "Wait before the first retry; later waits double (jittered) up to the maximum.",
+    },
+    "retry_max_delay": {
+        "label": "Longest retry delay (seconds)",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_RETRY_MAX_DELAY, "minimum": 0},
+        "description": "Cap on a single wait between retries; a server's retryDelay is honoured first.",
+    },
     "timeout": {
         "label": "Timeout (seconds)",
         "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT_SECONDS, "minimum": 1},
         "description": "Per-request timeout.",
+    },
+    "prices": {
+        "label": "Prices (JSON)",
+        "schema": {"type": ["string", "null"]},
+        "description": (
+            "Price overrides for the cost reports, USD per million tokens, flat or per model, e.g. "
+            '{"gemini-2.5-pro": {"input_per_million": 1.10}}. Empty: the published list prices.'
+        ),
     },
     "rpm_limit": {
         "label": "Requests per minute",

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from airflow_provider_ctxcache.airflow_config import airflow_option, env_name
+from airflow_provider_ctxcache.connection_defaults import CONFIG_SECTION, DEFAULT_SHARED_FILESYSTEM
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.gcs_uris import is_gcs
 
-SHARED_FILESYSTEM_ENV = env_name("ctxcache", "shared_filesystem")
+SHARED_FILESYSTEM_ENV = env_name(CONFIG_SECTION, "shared_filesystem")
 SHARED_FILESYSTEM_OPTION = f"[ctxcache] shared_filesystem ({SHARED_FILESYSTEM_ENV})"
 # Executors that run every task on the machine of the scheduler that started it.
 ONE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
@@ -52,7 +53,7 @@ def distributed_executor(task_executor: str | None = None) -> str | None:
 
 def configured_shared_filesystem() -> bool:
     """``[ctxcache] shared_filesystem`` (default False); a value that is not a boolean is a config error."""
-    raw = airflow_option("ctxcache", "shared_filesystem", "False")
+    raw = airflow_option(CONFIG_SECTION, "shared_filesystem", str(DEFAULT_SHARED_FILESYSTEM))
     text = raw.strip().lower()
     if text in _TRUE:
         return True

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from airflow_provider_ctxcache.airflow_config import airflow_option, env_name
+from airflow_provider_ctxcache.connection_defaults import CONFIG_SECTION, DEFAULT_ALLOWED_ROOTS
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 
-ALLOWED_ROOTS_ENV = env_name("ctxcache", "allowed_roots")
+ALLOWED_ROOTS_ENV = env_name(CONFIG_SECTION, "allowed_roots")
 CONFIG_FIELD = f"[ctxcache] allowed_roots ({ALLOWED_ROOTS_ENV})"
 IN_MEMORY_LIMIT = 4 * 1024 * 1024  # larger files are copied to a private folder while being read
 _CHUNK = 1024 * 1024
@@ -94,7 +95,7 @@ def configured_allowed_roots() -> list[str]:
     Blank entries (a trailing comma) are ignored and an empty setting allows no local files; a
     relative entry is a config error naming the setting.
     """
-    raw = airflow_option("ctxcache", "allowed_roots", "")
+    raw = airflow_option(CONFIG_SECTION, "allowed_roots", DEFAULT_ALLOWED_ROOTS)
     roots = [root.strip() for root in raw.split(",") if root.strip()]
     allowed_roots(roots, CONFIG_FIELD)
     return roots

@@ -47,7 +47,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from airflow_provider_ctxcache.get_provider_info import (
+from airflow_provider_ctxcache.connection_defaults import (
     CACHES_VIEW_ALLOWED_HOSTS,
     CACHES_VIEW_CACHE_SECONDS,
     CACHES_VIEW_ENABLED,
