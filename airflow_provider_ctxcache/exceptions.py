@@ -8,8 +8,11 @@ Messages carry what a user needs to act (names, counts, delays) and never a cred
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlparse
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -98,11 +101,25 @@ class QuotaExceededError(CtxCacheError):
 class ModelNotFoundError(CtxCacheConfigError):
     """The backend does not serve this model (404): a name to fix, not a call to retry."""
 
-    def __init__(self, model: str | None, detail: str) -> None:
+    def __init__(
+        self,
+        model: str | None,
+        detail: str,
+        *,
+        suggestions: Sequence[str] = (),
+        known: Sequence[str] = (),
+    ) -> None:
         self.model = model
+        self.suggestions = list(suggestions)
+        if self.suggestions:
+            hint = f"did you mean {' or '.join(repr(s) for s in self.suggestions)}? "
+        elif known:
+            hint = f"no model name this provider knows is close (it knows {', '.join(known)}). "
+        else:
+            hint = ""
         super().__init__(
-            f"model: {model!r} is not a model this backend serves ({detail}); "
-            "check the name, e.g. 'gemini-2.5-flash', and that it is available in your project and region."
+            f"model: {model!r} is not a model this backend serves ({detail}); {hint}"
+            "Check the name, and that the model is available in your project and region."
         )
 
 
@@ -113,6 +130,95 @@ class CtxCacheApiError(CtxCacheError):
         self.code = code
         self.status = status
         super().__init__(f"Gemini API error {code} {status}: {message}")
+
+
+REFUSED, DNS, TLS, NETWORK = "refused", "dns", "tls", "network"
+_FIXES = {
+    REFUSED: "nothing is listening there",
+    DNS: "the host name does not resolve: check the spelling of extra.base_url and this machine's DNS",
+    TLS: "the TLS handshake failed: check the server's certificate, and the CA bundle or proxy this "
+    "machine uses (SSL_CERT_FILE, HTTPS_PROXY)",
+    NETWORK: "check this machine's network, proxy and firewall",
+}
+
+
+class EndpointUnreachableError(CtxCacheError):
+    """No answer at all from the endpoint: nothing listening, DNS, TLS or the network failed.
+
+    The request never reached the service, so nothing was made or billed. The message names
+    where the call went (``base_url``, or Google's endpoint), the connection and its backend,
+    and what to check; never a credential.
+    """
+
+    def __init__(
+        self, *, endpoint: str, conn_id: str, backend: str, kind: str, reason: str, local: bool
+    ) -> None:
+        self.endpoint = endpoint
+        self.conn_id = conn_id
+        self.backend = backend
+        self.kind = kind
+        self.reason = reason
+        self.local = local
+        fix = _FIXES.get(kind, _FIXES[NETWORK])
+        if local and kind in (REFUSED, NETWORK):
+            try:
+                port = urlparse(endpoint).port
+            except ValueError:
+                port = None
+            fix = (
+                f"{_FIXES[REFUSED]}: start the emulator (`ctxcache-emulator --port {port or 'PORT'}`), "
+                "or set the connection's extra.base_url to where it listens"
+            )
+        elif kind == REFUSED:
+            fix += ": check extra.base_url (host and port) and that the server runs"
+        super().__init__(
+            f"connection {conn_id!r} (backend {backend}) cannot reach {endpoint} ({reason}); {fix}."
+        )
+
+
+# Exceptions of the HTTP stacks the SDK uses that mean "no connection was made" (the request
+# was never sent): connect errors and connect timeouts, aiohttp's connector errors.
+_CONNECT_FAILURES = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "ClientConnectorError",
+        "ClientConnectorDNSError",
+        "ClientConnectorSSLError",
+        "ClientConnectorCertificateError",
+    }
+)
+_TRANSPORT_ROOTS = ("httpx", "httpx2", "httpcore", "httpcore2", "aiohttp")
+
+
+def connection_failure(error: BaseException) -> tuple[str, str] | None:
+    """``(kind, reason)`` when ``error`` says no connection was made, else None.
+
+    ``kind`` is refused, dns, tls or network; ``reason`` is the deepest OS-level error in the
+    chain (``ConnectionRefusedError: [Errno 111] Connection refused``), which names no secret.
+    """
+    kind = type(error)
+    transport = kind.__module__.split(".")[0] in _TRANSPORT_ROOTS and kind.__name__ in _CONNECT_FAILURES
+    if not transport and not isinstance(error, (ConnectionRefusedError, socket.gaierror, ssl.SSLError)):
+        return None
+    deepest: BaseException = error
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError):
+            deepest = link
+        link = link.__cause__ or link.__context__
+    if isinstance(deepest, ssl.SSLError) or "SSL" in kind.__name__ or "Certificate" in kind.__name__:
+        what = TLS
+    elif isinstance(deepest, socket.gaierror) or "DNS" in kind.__name__:
+        what = DNS
+    elif isinstance(deepest, ConnectionRefusedError):
+        what = REFUSED
+    else:
+        what = NETWORK
+    text = str(deepest) or str(error) or "no detail"
+    return what, f"{type(deepest).__name__}: {text}"
 
 
 # Both forms the service uses for content below the model's minimum: (tokens, minimum).
@@ -210,13 +316,16 @@ def translate_api_error(
     cache_name: str | None = None,
     model: str | None = None,
     cache_gone: CacheGone = any_cache_gone,
+    models_like: Callable[[str], tuple[list[str], list[str]]] | None = None,
 ) -> Exception:
     """The named case for an SDK ``APIError``; anything that is not one is returned unchanged.
 
     ``cache_name`` says the call addressed a cache, which is what lets ``cache_gone`` (the
     backend's missing-cache shapes) turn a 403/404/400 into "cache missing" rather than "model
     not found" or "permission denied on the project". A missing cache is final, so callers
-    such as the fan-out stop at once instead of retrying.
+    such as the fan-out stop at once instead of retrying. ``models_like`` gives, for a model
+    the server does not serve, the known names closest to it and the known names overall
+    (the backend passes the provider's model table; this module cannot import it).
     """
     from google.genai import errors as genai_errors
 
@@ -243,7 +352,8 @@ def translate_api_error(
     if cache_name and cache_gone(code, message):
         return CacheNotFoundError(cache_name, message)
     if code == 404 and model and "model" in message.lower():
-        return ModelNotFoundError(model, message)
+        suggestions, known = models_like(model) if models_like is not None else ([], [])
+        return ModelNotFoundError(model, message, suggestions=suggestions, known=known)
     return CtxCacheApiError(code, status, message)
 
 

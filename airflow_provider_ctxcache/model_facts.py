@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import re
 from collections.abc import Mapping
 
@@ -21,6 +22,11 @@ from airflow_provider_ctxcache.connection_defaults import GEMINI_API, VERTEX_AI
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 
 THINKING_DEFAULTS = ("none", "off", "dynamic", "high")
+# A typo's suggestions: names at least this similar (difflib's ratio), and within WINDOW of the
+# best one, so "gemini-2.5-pr" gets gemini-2.5-pro alone and "gpt-4" gets nothing.
+SIMILAR_CUTOFF = 0.75
+SIMILAR_WINDOW = 0.05
+SIMILAR_LIMIT = 3
 
 _PREFIX = re.compile(r"^(?:projects/[^/]+/locations/[^/]+/)?(?:publishers/google/)?(?:models/)?")
 _VERSION_SUFFIX = re.compile(r"(?:-\d{3}|@\d+)$")
@@ -157,3 +163,41 @@ def check_not_shut_down(model: str, field: str = "model", *, today: dt.date | No
         return
     instead = f"use {facts.replaced_by!r} instead" if facts.replaced_by else "pick a current model"
     raise CtxCacheConfigError(f"{field}: {model_id(model)!r} was shut down on {facts.shut_down}; {instead}.")
+
+
+def similar_models(model: str, backend: str | None = None) -> list[str]:
+    """The table's names closest to a model id the server did not know, best first (at most 3).
+
+    Only models served on ``backend`` (any, when None); a shut-down model that matches is
+    suggested as its replacement. Empty when nothing is close: no guess beats a wrong one.
+    """
+    wanted = model_id(model)
+    scored = sorted(
+        (
+            (difflib.SequenceMatcher(None, wanted, name).ratio(), name)
+            for name, facts in MODEL_FACTS.items()
+            if backend is None or backend in facts.min_cache_tokens
+        ),
+        reverse=True,
+    )
+    if not scored:
+        return []
+    floor = max(SIMILAR_CUTOFF, scored[0][0] - SIMILAR_WINDOW)
+    found: list[str] = []
+    for ratio, name in scored:
+        if ratio < floor:
+            break
+        suggestion = MODEL_FACTS[name].replaced_by or name
+        if suggestion != wanted and suggestion not in found:
+            found.append(suggestion)
+    return found[:SIMILAR_LIMIT]
+
+
+def current_models(backend: str | None = None) -> list[str]:
+    """The table's models still served (on ``backend``, when given), for a message listing them."""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    return [
+        name
+        for name, facts in MODEL_FACTS.items()
+        if not facts.shut_down_by(today) and (backend is None or backend in facts.min_cache_tokens)
+    ]

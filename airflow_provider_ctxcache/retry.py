@@ -11,7 +11,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from airflow_provider_ctxcache.exceptions import CtxCacheApiError, QuotaExceededError
+from airflow_provider_ctxcache.exceptions import (
+    REFUSED,
+    CtxCacheApiError,
+    EndpointUnreachableError,
+    QuotaExceededError,
+)
 
 TRANSIENT_STATUS_CODES = frozenset({408, 500, 502, 503, 504})
 # Answers that prove the service made nothing, so sending a create again cannot make a second cache.
@@ -20,7 +25,13 @@ _TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2", "aiohttp")
 
 
 def is_transient(error: BaseException) -> bool:
-    """Worth another try: 408/5xx from the API, or the transport failing (timeouts, resets)."""
+    """Worth another try: 408/5xx from the API, or the transport failing (timeouts, resets).
+
+    An unreachable endpoint counts too (on a real network a blip heals within a few tries),
+    unless it :func:`will_not_heal`.
+    """
+    if isinstance(error, EndpointUnreachableError):
+        return not will_not_heal(error)
     if isinstance(error, CtxCacheApiError):
         return error.code in TRANSIENT_STATUS_CODES
     if isinstance(error, (TimeoutError, ConnectionError, OSError)):
@@ -29,13 +40,19 @@ def is_transient(error: BaseException) -> bool:
 
 
 def nothing_made(error: BaseException) -> bool:
-    """Whether a failed create surely made no cache: a 429, or a 503 refusing the request.
+    """Whether a failed create surely made no cache: a 429, a 503 refusing the request, or a
+    connection never made (the request was not sent).
 
     A timeout or a reset is not: the service may have made the cache and lost the answer.
     """
-    if isinstance(error, QuotaExceededError):
+    if isinstance(error, (QuotaExceededError, EndpointUnreachableError)):
         return True
     return isinstance(error, CtxCacheApiError) and error.code in NOTHING_MADE_STATUS_CODES
+
+
+def will_not_heal(error: BaseException) -> bool:
+    """A connection refused on this machine: the emulator is not running, and waiting will not start it."""
+    return isinstance(error, EndpointUnreachableError) and error.local and error.kind == REFUSED
 
 
 def server_hint(error: BaseException) -> float | None:
@@ -62,4 +79,11 @@ class Backoff:
         return random.uniform(ceiling / 2, ceiling)
 
 
-__all__ = ["TRANSIENT_STATUS_CODES", "Backoff", "is_transient", "nothing_made", "server_hint"]
+__all__ = [
+    "TRANSIENT_STATUS_CODES",
+    "Backoff",
+    "is_transient",
+    "nothing_made",
+    "server_hint",
+    "will_not_heal",
+]

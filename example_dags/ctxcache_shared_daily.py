@@ -31,7 +31,7 @@ from airflow_provider_ctxcache.sensors import CacheExpirySensor
 
 SAMPLE_DIR = str(resources.files("airflow_provider_ctxcache") / "data")
 # The run's day: its logical date, or when it was queued for a run triggered without one.
-REPORT_DAY = "{{ (logical_date or dag_run.run_after) | ds }}"
+REPORT_DAY = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 PROMPTS = [
     f"For the report of {REPORT_DAY}: how many days does the Customer have to pay an invoice?",
     f"For the report of {REPORT_DAY}: what availability must the pipelines reach?",

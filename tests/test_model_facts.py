@@ -28,6 +28,7 @@ from airflow_provider_ctxcache.model_facts import (
     lookup_keys,
     model_id,
     precheck_min_tokens,
+    similar_models,
 )
 from airflow_provider_ctxcache.operators import CreateCacheOperator
 from tests.hooks.conftest import ConnFactory, backend_extra, make_conn  # noqa: F401  (shared fixture)
@@ -258,6 +259,66 @@ def test_an_unknown_model_the_server_does_not_serve_is_a_model_error(
         create(conn_for(make_conn, emulator, "gemini_api"), UNKNOWN_MODEL, 5000)
     assert counts(emulator)["count_tokens"] == 1  # the free count finds out, before any create
     assert counts(emulator).get("create_cache", 0) == 0
+
+
+@pytest.mark.parametrize("backend", ["gemini_api", "vertex_ai"])
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("gemini-2.5-pr", "gemini-2.5-pro"),
+        ("gemni-3.1-pro-preview", "gemini-3.1-pro-preview"),
+        ("gemini-2.5-flsh", "gemini-2.5-flash"),
+        ("models/gemini-2.5-flash-lte", "gemini-2.5-flash-lite"),
+    ],
+)
+def test_a_model_typo_suggests_the_closest_known_name_not_always_flash(
+    typed: str,
+    meant: str,
+    backend: str,
+    emulator: EmulatorProcess,
+    make_conn: ConnFactory,  # noqa: F811
+) -> None:
+    with pytest.raises(ModelNotFoundError) as raised:
+        create(conn_for(make_conn, emulator, backend), typed, 5000)
+
+    message = str(raised.value)
+    assert message.startswith(f"model: {model_id(typed)!r} is not a model this backend serves (")
+    assert raised.value.suggestions[0] == meant
+    assert f"did you mean {meant!r}" in message
+    assert counts(emulator).get("create_cache", 0) == 0
+
+
+def test_a_name_close_to_nothing_gets_no_guess_but_the_known_names(
+    emulator: EmulatorProcess,
+    make_conn: ConnFactory,  # noqa: F811
+) -> None:
+    with pytest.raises(ModelNotFoundError) as raised:
+        ContextCacheHook(conn_for(make_conn, emulator, "gemini_api")).count_tokens(
+            model="gpt-4", contents="hi"
+        )
+
+    assert raised.value.suggestions == []
+    assert "did you mean" not in str(raised.value)
+    assert "no model name this provider knows is close (it knows gemini-2.0-flash, " in str(raised.value)
+    assert "gemini-3-pro-preview" not in str(raised.value)  # shut down: never offered
+
+
+@pytest.mark.parametrize(
+    ("typed", "backend", "expected"),
+    [
+        ("gemini-2.5-pr", "gemini_api", ["gemini-2.5-pro"]),
+        ("gemni-3.1-pro-preview", None, ["gemini-3.1-pro-preview"]),
+        ("gemini-3-pro-previw", "gemini_api", ["gemini-3.1-pro-preview"]),  # the shut-down one's successor
+        ("gemini-1.5-pro-02", "vertex_ai", ["gemini-1.5-pro-002"]),
+        ("gemini-1.5-pro-02", "gemini_api", ["gemini-2.5-pro"]),  # 1.5 is not served there
+        ("gpt-4", None, []),
+        ("gemini-0-nonexistent", None, []),
+    ],
+)
+def test_similar_models_are_the_close_names_served_on_the_backend(
+    typed: str, backend: str | None, expected: list[str]
+) -> None:
+    assert similar_models(typed, backend) == expected
 
 
 def test_min_tokens_still_overrides_the_table(emulator: EmulatorProcess, make_conn: ConnFactory) -> None:  # noqa: F811

@@ -20,16 +20,18 @@ from google.genai import Client, types
 from airflow_provider_ctxcache.connection_defaults import GEMINI_API, VERTEX_AI
 from airflow_provider_ctxcache.exceptions import (
     CtxCacheConfigError,
+    EndpointUnreachableError,
     cache_denied,
     cache_expired,
     cache_in_bad_state,
     cache_not_found,
+    connection_failure,
     translate_api_error,
 )
 from airflow_provider_ctxcache.gcs_uris import is_gcs
 from airflow_provider_ctxcache.hooks.client import google_credentials, http_options, storage_client
 from airflow_provider_ctxcache.hooks.settings import ConnectionSettings, host_of
-from airflow_provider_ctxcache.model_facts import precheck_min_tokens
+from airflow_provider_ctxcache.model_facts import current_models, precheck_min_tokens, similar_models
 from airflow_provider_ctxcache.staging import CloudStorageArea, FilesApiArea, StagingArea
 
 # Both backends document 10 MB for inline cache content. The Developer API raised its request
@@ -111,8 +113,44 @@ class Backend(ABC):
     def translate_error(
         self, error: Exception, *, cache_name: str | None = None, model: str | None = None
     ) -> Exception:
-        """The provider's named case for an SDK error, with this backend's missing-cache shapes."""
-        return translate_api_error(error, cache_name=cache_name, model=model, cache_gone=self.cache_gone)
+        """The provider's named case for an SDK error, with this backend's missing-cache shapes.
+
+        A connection that was never made (refused, DNS, TLS) becomes ``EndpointUnreachableError``
+        naming this endpoint and connection; an unknown model gets the closest known names.
+        """
+        unreachable = self.unreachable(error)
+        if unreachable is not None:
+            return unreachable
+        return translate_api_error(
+            error,
+            cache_name=cache_name,
+            model=model,
+            cache_gone=self.cache_gone,
+            models_like=self._models_like,
+        )
+
+    def _models_like(self, model: str) -> tuple[list[str], list[str]]:
+        return similar_models(model, self.name), current_models(self.name)
+
+    @property
+    def endpoint(self) -> str:
+        """Where calls go: ``base_url``, or Google's endpoint for this backend."""
+        return self.settings.base_url or f"https://{self.google_host}"
+
+    def unreachable(self, error: BaseException) -> EndpointUnreachableError | None:
+        """``EndpointUnreachableError`` when ``error`` says no connection was made, else None."""
+        failure = connection_failure(error)
+        if failure is None:
+            return None
+        kind, reason = failure
+        return EndpointUnreachableError(
+            endpoint=self.endpoint,
+            conn_id=self.settings.conn_id,
+            backend=self.name,
+            kind=kind,
+            reason=self.settings.scrub(reason),
+            local=self.settings.targets_local_server,
+        )
 
     # -- contents, tokens, limits -----------------------------------------------------------------
 

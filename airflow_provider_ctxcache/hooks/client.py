@@ -7,7 +7,9 @@ connection's settings into the pieces that decision uses, without branching on t
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
+from urllib.parse import urlparse
 
 from google.genai import types
 
@@ -16,6 +18,7 @@ from airflow_provider_ctxcache.hooks.settings import RETRY_STATUS_CODES, Connect
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 EMULATOR_TOKEN = "emulator"
+LOCAL_PROBE_SECONDS = 2.0
 
 
 def http_options(settings: ConnectionSettings, *, retry_attempts: int | None = None) -> types.HttpOptions:
@@ -32,6 +35,30 @@ def http_options(settings: ConnectionSettings, *, retry_attempts: int | None = N
             http_status_codes=list(RETRY_STATUS_CODES),
         ),
     )
+
+
+def local_server_refuses(settings: ConnectionSettings) -> ConnectionRefusedError | None:
+    """For a loopback ``base_url`` (the emulator), the refusal of one TCP connect, else None.
+
+    A refused connection on this machine will not heal while the SDK retries it (about 17 s
+    with the default five attempts): nothing is listening. One connect before the client is
+    built makes that case fail at once; it sends no request and takes well under a
+    millisecond. Any other outcome (accepted, a timeout) leaves the call, and its retries, as is.
+    """
+    if not settings.targets_local_server or settings.base_url is None:
+        return None
+    url = urlparse(settings.base_url)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return None  # a malformed port: let the SDK's own call report it
+    try:
+        with socket.create_connection((url.hostname or "localhost", port), timeout=LOCAL_PROBE_SECONDS):
+            return None
+    except ConnectionRefusedError as refused:
+        return refused
+    except OSError:
+        return None
 
 
 def google_credentials(settings: ConnectionSettings) -> Any:

@@ -26,10 +26,11 @@ from airflow_provider_ctxcache.exceptions import (
     ForbiddenWithCacheError,
 )
 from airflow_provider_ctxcache.hooks.backend import Backend, backend_for
+from airflow_provider_ctxcache.hooks.client import local_server_refuses
 from airflow_provider_ctxcache.hooks.server_clock import server_now
 from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
 from airflow_provider_ctxcache.model_facts import check_not_shut_down
-from airflow_provider_ctxcache.retry import Backoff, nothing_made, server_hint
+from airflow_provider_ctxcache.retry import Backoff, nothing_made, server_hint, will_not_heal
 from airflow_provider_ctxcache.validation import api_duration, one_expiry, parse_expire_time, parse_ttl
 
 DEFAULT_PAGE_SIZE = 100
@@ -112,6 +113,9 @@ class ContextCacheHook(BaseHook):
 
     def _build(self, retry_attempts: int | None) -> Client:
         backend = self.backend
+        refused = local_server_refuses(self.settings)
+        if refused is not None:  # the emulator is not running: no use retrying for 17 s
+            raise backend.unreachable(refused) or refused
         try:
             return backend.build_client(retry_attempts=retry_attempts)
         except CtxCacheConfigError:
@@ -152,11 +156,20 @@ class ContextCacheHook(BaseHook):
 
     @contextlib.contextmanager
     def _api_errors(self, *, cache_name: str | None = None, model: str | None = None) -> Iterator[None]:
-        """Turns SDK errors into the provider's named cases; tracebacks keep no request objects."""
+        """Turns SDK errors into the provider's named cases; tracebacks keep no request objects.
+
+        A connection never made (the transport's error, after the SDK's retries) becomes
+        ``EndpointUnreachableError`` naming the endpoint, the connection and the backend.
+        """
         try:
             yield
         except APIError as error:
             raise self.backend.translate_error(error, cache_name=cache_name, model=model) from None
+        except Exception as error:
+            unreachable = self.backend.unreachable(error)
+            if unreachable is None:
+                raise
+            raise unreachable from None
 
     def cache_name(self, name: Any, field: str = "cache_name") -> str:
         """The canonical full name (a short one expanded for this backend), or a config error."""
@@ -216,7 +229,7 @@ class ContextCacheHook(BaseHook):
                 with self._api_errors(model=model):
                     return self._single_attempt_client.caches.create(model=model, config=config)
             except Exception as error:
-                if not nothing_made(error) or attempt == settings.retry_attempts:
+                if not nothing_made(error) or will_not_heal(error) or attempt == settings.retry_attempts:
                     raise
                 delay = backoff.delay(attempt, server_hint(error))
                 self.log.info(

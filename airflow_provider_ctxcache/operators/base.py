@@ -1,4 +1,8 @@
-"""What every operator of this provider shares: the connection id and the one hook."""
+"""What every task of this provider shares: the connection id and the one hook.
+
+:class:`CtxCacheHookMixin` holds them for the operators and ``CacheExpirySensor`` alike;
+:class:`CtxCacheBaseOperator` adds what only operators need (staging, prices).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.operator import BaseOperatorMeta
 
 from airflow_provider_ctxcache.costs import ModelPrice, PriceOverrides, find_price
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
@@ -13,8 +18,17 @@ from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.staging import StagingArea
 
 
-class CtxCacheBaseOperator(BaseOperator):
-    """Base for the cache operators.
+def staging_area_of(hook: ContextCacheHook, staging_uri: str | None = None) -> StagingArea:
+    """Where ``hook``'s connection stages large files, through the hook's clients."""
+    return hook.backend.staging_area(hook.get_conn, lambda: hook.storage_client, staging_uri)
+
+
+class CtxCacheHookMixin(metaclass=BaseOperatorMeta):
+    """The ``ctxcache_conn_id`` argument and the task's one hook, built from it when first used.
+
+    Put it first among the bases (``class X(CtxCacheHookMixin, BaseSensorOperator)``). Its
+    metaclass is Airflow's, so ``default_args={"ctxcache_conn_id": ...}``, ``.partial()`` and
+    ``.expand()`` see the argument as they see any operator's own.
 
     :param ctxcache_conn_id: connection of type ``ctxcache`` (default ``ctxcache_default``).
     """
@@ -29,10 +43,16 @@ class CtxCacheBaseOperator(BaseOperator):
     def hook(self) -> ContextCacheHook:
         return ContextCacheHook(self.ctxcache_conn_id)
 
+
+class CtxCacheBaseOperator(CtxCacheHookMixin, BaseOperator):
+    """Base for the cache operators: the mixin's connection and hook, plus staging and prices.
+
+    :param ctxcache_conn_id: connection of type ``ctxcache`` (default ``ctxcache_default``).
+    """
+
     def staging_area(self, staging_uri: str | None = None) -> StagingArea:
         """Where this connection stages large files, through the hook's clients."""
-        hook = self.hook
-        return hook.backend.staging_area(hook.get_conn, lambda: hook.storage_client, staging_uri)
+        return staging_area_of(self.hook, staging_uri)
 
     def price_overrides(self) -> list[PriceOverrides]:
         """The connection's ``prices``, then the operator's own (``prices=``), later winning."""

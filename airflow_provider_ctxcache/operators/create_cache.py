@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowSkipException
 from google.genai import types
 
+from airflow_provider_ctxcache.cache_owner import display_name as owned_display_name
 from airflow_provider_ctxcache.contents import (
     ContentBuilder,
     configured_allowed_roots,
@@ -30,6 +32,7 @@ from airflow_provider_ctxcache.exceptions import (
     CacheTooSmallError,
     CtxCacheApiError,
     CtxCacheConfigError,
+    EndpointUnreachableError,
     QuotaExceededError,
 )
 from airflow_provider_ctxcache.fanout.pending import count_pending
@@ -53,7 +56,9 @@ SIZE_SLACK_TOKENS = 16
 SIZE_SLACK_SHARE = 0.01
 IF_NOT_WORTH_IT = ("warn", "fail", "skip")
 DEFAULT_TTL = "1h"
-DISPLAY_NAME_LIMIT = 128
+# `airflow tasks test` runs one task in a throwaway run: no teardown deletes what it creates.
+SINGLE_TASK_TEST_TTL = dt.timedelta(minutes=10)
+TEMPORARY_RUN_PREFIX = "__airflow_temporary_run_"
 
 
 def cache_key(
@@ -75,11 +80,6 @@ def _map_index(ti: Any) -> int:
     return -1 if index is None else int(index)
 
 
-def keyed_display_name(prefix: str, key: str) -> str:
-    room = DISPLAY_NAME_LIMIT - len(key) - 1
-    return f"{prefix[:room]} {key}" if prefix else key
-
-
 class CreateCacheOperator(CtxCacheBaseOperator):
     """Create a Gemini context cache, or find the one this run (or this content) already made.
 
@@ -91,7 +91,8 @@ class CreateCacheOperator(CtxCacheBaseOperator):
     :param ttl: ``"90m"``, ``"2h"``, ``"3600s"``, seconds or a timedelta (default ``"1h"``
         when ``expire_time`` is not set either).
     :param expire_time: a timezone-aware time in the future, instead of ``ttl``.
-    :param display_name: a readable prefix; the provider appends its reuse key.
+    :param display_name: a readable prefix; the provider appends ``@DAG_ID/RUN_ID`` (with reuse
+        ``"run"`` or ``"never"``, see :mod:`~airflow_provider_ctxcache.cache_owner`) and its reuse key.
     :param reuse: ``"run"`` (a retry or re-run of this task in this DAG run finds its cache),
         ``"content"`` (any run with the same model and content reuses a live cache with at least
         ``min_remaining_ttl`` left) or ``"never"``.
@@ -193,6 +194,9 @@ class CreateCacheOperator(CtxCacheBaseOperator):
 
     def execute(self, context: Context) -> str:
         plan = self._plan(context)
+        alone = single_task_test(context)
+        if alone:
+            self._shorten_for_single_task_test(plan)
         hook = self.hook
         requests = self._requests()
         if requests == 0:
@@ -230,8 +234,8 @@ class CreateCacheOperator(CtxCacheBaseOperator):
                     display_name=plan["display_name"],
                     kms_key_name=self.kms_key_name,
                 )
-            except (CtxCacheConfigError, CtxCacheApiError, QuotaExceededError):
-                raise  # the service answered: it made nothing
+            except (CtxCacheConfigError, CtxCacheApiError, QuotaExceededError, EndpointUnreachableError):
+                raise  # the service answered, or was never reached: it made nothing
             except Exception as error:  # a timeout or a lost connection: it may have made it
                 cache = self._made_anyway(plan["display_name"], started, error)
         except (CacheTooSmallError, AirflowSkipException, CacheNotWorthItError):
@@ -240,7 +244,40 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             raise
         if self.reuse == "content":
             cache = self._settle_on_oldest(context, plan, cache)
+        if alone:
+            self.log.warning(
+                "Delete it when done: ctxcache caches delete %s --conn-id %s (else it expires %s)",
+                cache.name,
+                self.ctxcache_conn_id,
+                cache.expire_time.isoformat() if cache.expire_time else "at its TTL",
+            )
         return self._push(context, cache, reused=False)
+
+    def _shorten_for_single_task_test(self, plan: dict[str, Any]) -> None:
+        """Under ``airflow tasks test`` no teardown runs, so the cache lives at most 10 minutes.
+
+        A shorter ``ttl`` or ``expire_time`` the DAG gives is kept; a longer one (or the 1 h
+        default) becomes a 10-minute ``ttl``: enough to run the next task by hand, and what is
+        forgotten stops billing soon.
+        """
+        if plan["ttl"] is not None:
+            lifetime = plan["ttl"]
+        else:
+            lifetime = plan["expire_time"] - dt.datetime.now(dt.timezone.utc)
+        if lifetime <= SINGLE_TASK_TEST_TTL:
+            self.log.warning(
+                "airflow tasks test runs this task alone: no teardown will delete the cache; "
+                "it keeps its lifetime of %s",
+                readable_duration(lifetime.total_seconds()),
+            )
+            return
+        plan["ttl"], plan["expire_time"] = SINGLE_TASK_TEST_TTL, None
+        self.log.warning(
+            "airflow tasks test runs this task alone: no teardown will delete the cache, so it lives "
+            "%s instead of %s",
+            readable_duration(SINGLE_TASK_TEST_TTL.total_seconds()),
+            readable_duration(lifetime.total_seconds()),
+        )
 
     def _made_anyway(self, display_name: str, started: dt.datetime, error: Exception) -> types.CachedContent:
         """The create failed without an answer: find the cache the service may have made anyway.
@@ -470,7 +507,6 @@ class CreateCacheOperator(CtxCacheBaseOperator):
             # No reuse, but the cache still carries a key: its staged files' folder, and a way to
             # tell whose it is (a task killed mid-create leaves a cache someone must attribute).
             key = f"ctxcache:n:{uuid.uuid4().hex[:16]}"
-            keyed = True
         else:
             key = cache_key(
                 self.reuse,
@@ -480,9 +516,9 @@ class CreateCacheOperator(CtxCacheBaseOperator):
                 run_id=context["run_id"],
                 map_index=_map_index(context["ti"]),
             )
-            keyed = True
-        display_name = (
-            keyed_display_name(self.display_name or self.dag_id, key) if keyed else self.display_name
+        # Run-owned caches also name their DAG and run, so `ctxcache caches gc` can tell when they are done.
+        display_name = owned_display_name(
+            key, prefix=self.display_name, dag_id=self.dag_id, run_id=context["run_id"]
         )
         return {
             "model": model,
@@ -530,6 +566,13 @@ class CreateCacheOperator(CtxCacheBaseOperator):
         self.log.info("Cost:\n%s", report.table())
         ti.xcom_push(key="cost", value=report.to_dict())
         return cache.name
+
+
+def single_task_test(context: Any) -> bool:
+    """Whether ``airflow tasks test`` runs this task: it sets AIRFLOW_TEST_MODE, and its run for a
+    date with no run has a temporary run id. Either way no other task of the DAG runs with it."""
+    run_id = str(context.get("run_id") or "") if hasattr(context, "get") else ""
+    return os.environ.get("AIRFLOW_TEST_MODE") == "True" or run_id.startswith(TEMPORARY_RUN_PREFIX)
 
 
 def _age(cache: types.CachedContent) -> tuple[dt.datetime, str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_ctxcache.costs import no_charge_report, storage_report
-from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator
+from airflow_provider_ctxcache.hooks import CacheRemoval, ContextCacheHook
+from airflow_provider_ctxcache.operators.base import CtxCacheBaseOperator, staging_area_of
 from airflow_provider_ctxcache.staging import key_of, remove_staged
 
 if TYPE_CHECKING:
@@ -16,6 +18,21 @@ ALREADY_GONE = (
     "the cache was already gone: another task deleted it (its report holds the storage) or it "
     "expired (billed until its expireTime; CacheExpirySensor reports that when it sees it lapse)"
 )
+
+
+def delete_with_staged(
+    hook: ContextCacheHook, cache_name: str, log: logging.Logger | Any
+) -> tuple[CacheRemoval, int]:
+    """Delete the cache, then what the provider staged for it; the removal and how many objects.
+
+    Staged files are found through the reuse key in the cache's display name, read just before
+    the delete: this operator and the janitor (``ctxcache caches gc``) clean up the same way.
+    """
+    removal = hook.remove_cache(cache_name)
+    cache = removal.cache
+    key = key_of(cache.display_name) if removal.deleted and cache is not None else None
+    staged = remove_staged(staging_area_of(hook), key, log) if key is not None else 0
+    return removal, staged
 
 
 class DeleteCacheOperator(CtxCacheBaseOperator):
@@ -44,11 +61,8 @@ class DeleteCacheOperator(CtxCacheBaseOperator):
         self.prices = prices
 
     def execute(self, context: Context) -> bool:
-        removal = self.hook.remove_cache(self.cache_name)
+        removal, _ = delete_with_staged(self.hook, self.cache_name, self.log)
         cache = removal.cache
-        key = key_of(cache.display_name) if removal.deleted and cache is not None else None
-        if key is not None:
-            remove_staged(self.staging_area(), key, self.log)
         if removal.deleted and cache is not None and removal.ended_at and cache.create_time:
             model = cache.model or ""
             seconds = (removal.ended_at - cache.create_time).total_seconds()

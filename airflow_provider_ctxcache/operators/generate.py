@@ -7,10 +7,10 @@ billable call, skips keys already answered in the output, runs the engine and pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Context
+from airflow.sdk import Context, XComArg
 
 from airflow_provider_ctxcache.contents import configured_allowed_roots
 from airflow_provider_ctxcache.exceptions import CacheNotFoundError, CtxCacheConfigError
@@ -31,6 +31,12 @@ from airflow_provider_ctxcache.validation import parse_ttl
 
 DEFAULT_MAX_CONCURRENCY = 16
 FAILURES_SHOWN = 5
+NO_UPSTREAM_XCOM = (
+    "cache_name: is {value!r}: it comes from {source}, and this run has none (that task did not run "
+    "in this run, as under `airflow tasks test`, or its XCom was cleared). Run the whole DAG "
+    "(`airflow dags test {dag_id}`), or name an existing cache as a param: `airflow tasks test "
+    '{dag_id} {task_id} -t \'{{"cache_name": "cachedContents/ID"}}\'`.'
+)
 CLEARED_AFTER_TEARDOWN = (
     "before any prompt was sent; if this task was cleared after its run ended, the run's teardown "
     "has deleted the cache: clear it together with the task that creates the cache (select "
@@ -46,7 +52,9 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
         GenerateWithCacheOperator.partial(task_id="ask", cache_name=create_cache.output,
                                           max_concurrency=32).expand(prompts=chunks)
 
-    :param cache_name: the cache's name, usually ``create_cache.output`` (templated).
+    :param cache_name: the cache's name, usually ``create_cache.output`` (templated). When it
+        comes from an upstream XCom that this run lacks (``airflow tasks test`` of this task
+        alone), a ``cache_name`` param stands in (``-t '{"cache_name": "cachedContents/ID"}'``).
     :param prompts: a list of strings (keys ``prompt-00000``, ... by position) and/or requests in
         the Gemini batch format ``{"key": ..., "request": {"contents": [...], "generationConfig": {...}}}``
         (templated). System instruction, tools and tool config belong in the cache and are refused.
@@ -137,6 +145,9 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.cache_name = cache_name
+        # Where cache_name comes from, seen before rendering replaces it: an absent upstream
+        # XCom renders to None (or "None"), which deserves its own message.
+        self._cache_name_from = _xcom_source(cache_name)
         self.prompts = prompts
         self.input_uri = input_uri
         self.output_uri = output_uri
@@ -205,7 +216,7 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
     def _job(self, context: Context) -> FanoutJob:
         """Every argument checked and rendered, before any call that could cost money."""
         max_concurrency = check_max_concurrency(self.max_concurrency)
-        cache_name = self.hook.cache_name(self.cache_name)
+        cache_name = self.hook.cache_name(self._given_cache_name(context))
         if self.model is not None and (not isinstance(self.model, str) or not model_id(self.model)):
             raise CtxCacheConfigError(
                 f"model: {self.model!r} is not a model name; use e.g. 'gemini-2.5-flash', "
@@ -270,6 +281,24 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
             logger=self.log,
         )
 
+    def _given_cache_name(self, context: Context) -> Any:
+        """The rendered ``cache_name``; when it was to come from an XCom this run lacks, the
+        ``cache_name`` param (``airflow tasks test ... -t``), or an error that says so."""
+        value = self.cache_name
+        source = getattr(self, "_cache_name_from", None)
+        if source is None or not _absent(value):
+            return value
+        params = context.get("params") if hasattr(context, "get") else None
+        stand_in = params.get("cache_name") if isinstance(params, Mapping) else None
+        if not _absent(stand_in):
+            self.log.info(
+                "cache_name: %s has no value in this run; using the cache_name param %r", source, stand_in
+            )
+            return stand_in
+        raise CtxCacheConfigError(
+            NO_UPSTREAM_XCOM.format(value=value, source=source, dag_id=self.dag_id, task_id=self.task_id)
+        )
+
     def _quota(self) -> QuotaLimits:
         """The operator's limits win over the connection's; the window is the connection's."""
         settings = self.hook.settings
@@ -320,6 +349,21 @@ def _limit(value: Any, name: str) -> int | None:
             "limit or to let the run adapt to the quota."
         )
     return value
+
+
+def _xcom_source(value: Any) -> str | None:
+    """What XCom an unrendered ``cache_name`` reads ("the XCom of task 'create_cache'"), else None."""
+    if isinstance(value, str):
+        return "an upstream XCom (its template calls xcom_pull)" if "xcom_pull" in value else None
+    tasks = sorted({operator.task_id for operator, _ in XComArg.iter_xcom_references(value)})
+    if not tasks:
+        return None
+    return "the XCom of task " + ", ".join(repr(t) for t in tasks)
+
+
+def _absent(value: Any) -> bool:
+    """What a missing XCom renders to: None, or "None" in a string template; or nothing at all."""
+    return value is None or (isinstance(value, str) and value.strip() in ("", "None"))
 
 
 def _map_index(context: Any) -> int:

@@ -3,8 +3,9 @@
 The api-server mounts a small FastAPI app at ``/ctxcache``:
 
 - ``GET /ctxcache/caches?conn_id=ctxcache_default``: a plain HTML page (no external assets) with
-  each live cache's name, display name, model, token count, expire time and time left, so an
-  operator sees what is still being billed.
+  each live cache's name, display name, model, token count, expire time and time left, and the
+  DAG and run that made it (when its display name carries them, see :mod:`..cache_owner`), so
+  an operator sees what is still being billed and for whom.
 - ``GET /ctxcache/caches.json``: the same listing as JSON (``state``, ``caches``, ``error``).
 
 Both need Airflow's auth (the UI's session cookie or a bearer token) and the right to read the
@@ -250,8 +251,11 @@ def _time_left(expire_time: dt.datetime | None, now: dt.datetime) -> str:
 
 
 def _row(cache: Any, now: dt.datetime) -> dict[str, Any]:
+    from airflow_provider_ctxcache.cache_owner import owner_of
+
     usage = cache.usage_metadata
     expire = cache.expire_time
+    owner = owner_of(cache.display_name)  # the DAG run that made it, when its display name says
     return {
         "name": cache.name,
         "display_name": cache.display_name,
@@ -259,6 +263,8 @@ def _row(cache: Any, now: dt.datetime) -> dict[str, Any]:
         "total_token_count": usage.total_token_count if usage else None,
         "expire_time": expire.isoformat() if expire else None,
         "time_left": _time_left(expire, now),
+        "dag_id": owner.dag_id if owner else None,
+        "run_id": owner.run_id if owner else None,
     }
 
 
@@ -391,6 +397,8 @@ COLUMNS = [
     ("total_token_count", "Tokens"),
     ("expire_time", "Expires"),
     ("time_left", "Time left"),
+    ("dag_id", "DAG"),
+    ("run_id", "Run"),
 ]
 
 

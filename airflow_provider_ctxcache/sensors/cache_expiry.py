@@ -3,7 +3,9 @@
 Typical uses: refresh a cache shortly before it lapses (``margin="10m"`` ahead of an
 ``ExtendCacheTTLOperator`` or a re-create), or hold a cleanup step until a shared cache is
 surely gone. Deferrable by default where ``[operators] default_deferrable`` says so: then the
-wait costs no worker slot, only a trigger that re-reads the cache at most every ``poll_interval``.
+sensor reads the cache once in the worker, returns at once when the wait is already over, and
+otherwise defers: the wait costs no worker slot, only a trigger that re-reads the cache at most
+every ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ import datetime as dt
 import math
 import re
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from airflow_provider_ctxcache.costs import find_price, storage_report
 from airflow_provider_ctxcache.exceptions import CacheNotFoundError, CtxCacheConfigError, CtxCacheError
-from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.operators.base import CtxCacheHookMixin
 from airflow_provider_ctxcache.triggers.cache_expiry import (
     DEFAULT_POLL_INTERVAL,
+    EXPIRED,
+    GONE,
+    MARGIN_REACHED,
     CacheExpiryTrigger,
+    ExpiryOutcome,
     expiry_outcome,
     lapsed_facts,
 )
@@ -60,14 +66,22 @@ def parse_margin(value: Any, field: str = "margin") -> float:
     return parse_ttl(value, field).total_seconds()
 
 
-class CacheExpirySensor(BaseSensorOperator):
+class CacheExpirySensor(CtxCacheHookMixin, BaseSensorOperator):
     """Succeeds once ``now >= expireTime - margin``, or as soon as the cache is gone.
 
     The expiry is read anew on every check, so a TTL extended meanwhile pushes the wait out.
-    Returns (and pushes as XCom) ``{"cache_name", "status": "expired" | "gone", "expire_time"}``;
-    ``expire_time`` is ISO 8601, or None when the cache was already gone. With no margin the
-    cache has lapsed by the time it is due, so a cache seen alive earlier in this try and missing
-    once its expiry passed reports ``expired``; one missing before its expiry (deleted) is ``gone``.
+    Returns (and pushes as XCom) ``{"cache_name", "status", "expire_time", "seconds_left"}``:
+
+    - ``margin_reached``: the cache is alive and inside the margin; ``seconds_left`` (> 0) is
+      what it had left at that reading;
+    - ``expired``: its expiry has passed (``seconds_left`` 0). With no margin the cache has
+      lapsed by the time it is due, so one seen alive earlier in this try and missing once its
+      expiry passed reports ``expired``;
+    - ``gone``: missing before its expiry was seen (deleted, or expired unseen);
+      ``expire_time`` and ``seconds_left`` are None.
+
+    In deferrable mode the cache is read once before deferring, so a wait already over ends
+    in the worker without a trigger.
 
     :param cache_name: the cache's full name, usually ``create_cache.output``. (templated)
     :param margin: fire this long before the expiry: ``'10m'``, ``'600s'``, seconds or a
@@ -85,7 +99,6 @@ class CacheExpirySensor(BaseSensorOperator):
         *,
         cache_name: str,
         margin: Any = 0,
-        ctxcache_conn_id: str = ContextCacheHook.default_conn_name,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         **kwargs: Any,
@@ -93,17 +106,12 @@ class CacheExpirySensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.cache_name = cache_name
         self.margin = margin
-        self.ctxcache_conn_id = ctxcache_conn_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         # The expiry seen by the last poke of this try: a cache found missing after that moment
         # expired as announced rather than being deleted (the trigger keeps the same memory).
         self._known_expire_time: dt.datetime | None = None
         self._seen: Any = None  # the last reading of the cache, to price its storage if it lapses
-
-    @cached_property
-    def hook(self) -> ContextCacheHook:
-        return ContextCacheHook(self.ctxcache_conn_id)
 
     def _checked(self) -> tuple[str, float]:
         """The rendered cache name and margin, validated before any API call."""
@@ -112,10 +120,24 @@ class CacheExpirySensor(BaseSensorOperator):
         return name, margin
 
     def execute(self, context: Context) -> Any:
-        """Defers to ``CacheExpiryTrigger`` at once, or pokes in this worker when not deferrable."""
+        """Pokes in this worker when not deferrable; else reads once, then defers if not yet due.
+
+        The one read makes a wait that is already over (inside the margin, expired, gone) end
+        here, with no trigger: a trigger that fires at once races the scheduler's handling of
+        the deferral, which Airflow may report as a state mismatch and fail the task.
+        """
         name, margin = self._checked()
         if not self.deferrable:
             return super().execute(context)
+        try:
+            done = self.poke(context)
+        except AirflowException as error:  # as if the trigger had failed: soft_fail / never_fail apply
+            if self.soft_fail or self.never_fail:
+                flag = "soft_fail" if self.soft_fail else "never_fail"
+                raise AirflowSkipException(f"Skipping due to {flag} is set to True.") from error
+            raise
+        if isinstance(done, PokeReturnValue) and done.is_done:
+            return done.xcom_value
         self.defer(
             trigger=CacheExpiryTrigger(
                 cache_name=name,
@@ -146,23 +168,32 @@ class CacheExpirySensor(BaseSensorOperator):
         if outcome is None:
             assert expire_time is not None  # no outcome means a live cache not yet due
             self._known_expire_time = expire_time
-            self.log.info("Cache %s expires %s; margin %.0fs: not yet", name, expire_time, margin)
+            left = (expire_time - read_at).total_seconds()
+            self.log.info(
+                "Cache %s expires %s (%.0fs left); margin %.0fs: not yet", name, expire_time, left, margin
+            )
             return False
-        status, when = outcome
-        self.log.info("Cache %s: %s (expire time %s)", name, status, when)
-        if status == "expired" and expire_time is None and self._seen is not None:
+        self.log.info("Cache %s: %s", name, outcome.describe(margin))
+        if outcome.status == EXPIRED and expire_time is None and self._seen is not None:
             self._report_lapsed(context, name, lapsed_facts(self._seen))
-        return PokeReturnValue(is_done=True, xcom_value=_result(name, status, when))
+        return PokeReturnValue(is_done=True, xcom_value=outcome.result(name))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Back from the trigger: the same dict poke mode returns, or a failure that says why."""
         event = event or {}
         status = event.get("status")
         name = str(event.get("cache_name") or self.cache_name)
-        if status in ("expired", "gone"):
+        if status in (MARGIN_REACHED, EXPIRED, GONE):
             if isinstance(event.get("lapsed"), dict):
                 self._report_lapsed(context, name, event["lapsed"])
-            return _result(name, status, event.get("expire_time"))
+            expire_time = event.get("expire_time")
+            outcome = ExpiryOutcome(
+                status,
+                dt.datetime.fromisoformat(expire_time) if isinstance(expire_time, str) else None,
+                _seconds_or_none(event.get("seconds_left")),
+            )
+            self.log.info("Cache %s: %s", name, outcome.describe(parse_margin(self.margin)))
+            return outcome.result(name)
         if status == "error":
             raise CtxCacheError(
                 f"CacheExpirySensor could not watch cache {name!r}: {event.get('message', 'unknown error')}"
@@ -194,5 +225,8 @@ class CacheExpirySensor(BaseSensorOperator):
         context["ti"].xcom_push(key="cost", value=report.to_dict())
 
 
-def _result(cache_name: str, status: str, expire_time: str | None) -> dict[str, Any]:
-    return {"cache_name": cache_name, "status": status, "expire_time": expire_time}
+def _seconds_or_none(value: Any) -> float | None:
+    """The event's ``seconds_left``; an event from before it existed has none."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None

@@ -8,6 +8,7 @@ reading taken at or after the moment the event was due, which re-arms it if the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from airflow_provider_ctxcache.exceptions import CacheNotFoundError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 
 DEFAULT_POLL_INTERVAL = 60.0
+MARGIN_REACHED, EXPIRED, GONE = "margin_reached", "expired", "gone"
 
 
 def _utcnow() -> dt.datetime:
@@ -58,9 +60,11 @@ def _safe_message(hook: ContextCacheHook, error: Exception) -> str:
 class CacheExpiryTrigger(BaseTrigger):
     """Fires when ``now >= expireTime - margin_seconds``, or at once when the cache is gone.
 
-    Events (one per run): ``{"status": "expired", "cache_name", "expire_time"}`` (ISO 8601; with
-    ``lapsed``: the cache's create time, expiry, model and size when it was seen to lapse),
-    ``{"status": "gone", "cache_name"}`` when the cache is missing, expired or deleted, and
+    Events (one per run): ``{"status", "cache_name", "expire_time", "seconds_left"}`` with status
+    ``margin_reached`` (alive, inside the margin, ``seconds_left`` > 0 at that reading),
+    ``expired`` (its expiry has passed; with ``lapsed``, the cache's create time, expiry, model
+    and size when it was seen to lapse) or ``gone`` (missing before its expiry was seen:
+    deleted, or expired unseen; ``expire_time`` and ``seconds_left`` None); and
     ``{"status": "error", "cache_name", "message"}`` for anything else (no secrets in it).
 
     :param cache_name: the cache's full name, as ``CreateCacheOperator`` returns it.
@@ -126,16 +130,9 @@ class CacheExpiryTrigger(BaseTrigger):
                 expire_time, known=known, read_at=read_at, margin_seconds=self.margin_seconds
             )
             if outcome is not None:
-                status, when = outcome
-                self.log.info("Cache %s: %s (expire time %s)", self.cache_name, status, when)
-                if status == "gone":
-                    return {"status": "gone", "cache_name": self.cache_name}
-                payload: dict[str, Any] = {
-                    "status": status,
-                    "cache_name": self.cache_name,
-                    "expire_time": when,
-                }
-                if expire_time is None and seen is not None:
+                self.log.info("Cache %s: %s", self.cache_name, outcome.describe(self.margin_seconds))
+                payload = outcome.result(self.cache_name)
+                if outcome.status == EXPIRED and expire_time is None and seen is not None:
                     payload["lapsed"] = lapsed_facts(seen)
                 return payload
             assert expire_time is not None  # no outcome means a live cache not yet due
@@ -172,26 +169,68 @@ def _expire_time_of(cache: Any, cache_name: str) -> dt.datetime:
     return expire_time.astimezone(dt.timezone.utc)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExpiryOutcome:
+    """How a wait on a cache ended: one status for the sensor's poke, the trigger and XCom.
+
+    ``margin_reached``: alive, with ``seconds_left`` (> 0) before ``expire_time`` at the reading;
+    ``expired``: the expiry has passed (``seconds_left`` 0); ``gone``: missing before its expiry
+    was seen (deleted, or expired unseen), with neither time known.
+    """
+
+    status: str
+    expire_time: dt.datetime | None = None
+    seconds_left: float | None = None
+
+    def result(self, cache_name: str) -> dict[str, Any]:
+        """The sensor's return value (its XCom) and the trigger's event: names and numbers only."""
+        return {
+            "cache_name": cache_name,
+            "status": self.status,
+            "expire_time": self.expire_time.isoformat() if self.expire_time else None,
+            "seconds_left": self.seconds_left,
+        }
+
+    def describe(self, margin_seconds: float) -> str:
+        """The log line's text, e.g. ``margin reached: 110s left before it expires at ...``."""
+        if self.status == MARGIN_REACHED:
+            return (
+                f"margin reached: {self.seconds_left:.0f}s left before it expires at "
+                f"{_iso(self.expire_time)} (margin {margin_seconds:.0f}s)"
+            )
+        if self.status == EXPIRED:
+            return f"expired at {_iso(self.expire_time)}"
+        return "gone: not found before its expiry was seen (deleted, or expired unseen)"
+
+
+def _iso(when: dt.datetime | None) -> str:
+    return when.isoformat() if when else "an unknown time"
+
+
 def expiry_outcome(
     expire_time: dt.datetime | None,
     *,
     known: dt.datetime | None,
     read_at: dt.datetime,
     margin_seconds: float,
-) -> tuple[str, str | None] | None:
-    """``(status, expire_time_iso)`` once the wait is over, else None; shared with the sensor's poke.
+) -> ExpiryOutcome | None:
+    """How the wait ended, or None while it goes on; shared with the sensor's poke.
 
     ``expire_time`` is None when the read found no cache. ``read_at`` is taken just before the
     read: an outcome needs a reading from no earlier than the due moment, so any TTL extension
     made before then is in it and re-arms the wait instead of firing on a stale expiry.
     ``known`` is the expiry from an earlier reading: a cache that vanished once that moment had
     passed simply expired as announced (with no margin the due read always finds it gone), while
-    one that vanished earlier was deleted (or lost) and is reported as ``gone``.
+    one that vanished earlier was deleted (or lost) and is reported as ``gone``. A live cache
+    inside its margin is ``margin_reached`` with the seconds it has left, not ``expired``.
     """
     if expire_time is None:
         if known is not None and read_at >= known:
-            return "expired", known.isoformat()
-        return "gone", None
-    if read_at >= expire_time - dt.timedelta(seconds=margin_seconds):
-        return "expired", expire_time.isoformat()
+            return ExpiryOutcome(EXPIRED, known, 0.0)
+        return ExpiryOutcome(GONE)
+    left = (expire_time - read_at).total_seconds()
+    if left <= 0:
+        return ExpiryOutcome(EXPIRED, expire_time, 0.0)
+    if left <= margin_seconds:
+        return ExpiryOutcome(MARGIN_REACHED, expire_time, left)
     return None

@@ -17,6 +17,7 @@ EXAMPLE_DAGS = (
     "ctxcache_shared_daily",
     "ctxcache_asset_keeper",
     "ctxcache_asset_consumer",
+    "ctxcache_janitor",
 )
 
 
@@ -131,7 +132,27 @@ def test_shared_daily_reuses_extends_asks_then_cleans_up_at_expiry(
     ]
     assert all("2026-11-02" in text for text in asked)
     assert emulator.admin.state()["caches"] == []
-    assert xcom(run, "wait_for_expiry")["status"] in {"expired", "gone"}
+    waited = xcom(run, "wait_for_expiry")
+    assert waited["status"] == "margin_reached"  # alive, inside the 1h margin: not "expired"
+    assert waited["seconds_left"] > 0
+
+
+def test_shared_daily_triggered_without_a_logical_date_reports_the_day_it_was_queued(
+    run_dag: DagRunner, emulator: EmulatorProcess
+) -> None:
+    # A run triggered from the UI has no logical date; the report day falls back to run_after.
+    conf = {"ttl": "1h", "min_remaining_ttl": "1s", "expiry_margin": "1h"}
+    queued = pendulum.datetime(2026, 11, 5, 9, 30, tz="UTC")
+    run = run_dag("ctxcache_shared_daily", conf=conf, logical_date=None, run_after=queued)
+    assert run.state == "success"
+    assert run.logical_date is None
+    asked = [
+        r["body"]["contents"][0]["parts"][0]["text"]
+        for r in emulator.admin.requests()
+        if r["op"] == "generate_content"
+    ]
+    assert asked
+    assert all("2026-11-05" in text for text in asked)
 
 
 def test_asset_keeper_publishes_and_consumer_uses_the_cache(

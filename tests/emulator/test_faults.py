@@ -16,8 +16,16 @@ from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 
 from .conftest import CACHE_TOKENS, MODEL, Backend, developer_client, vertex_client
 
-# What a dropped connection raises, whichever httpx flavour the SDK picked as its transport.
-TRANSPORT_ERRORS = (httpx.TransportError, httpx2.TransportError)
+# What a dropped connection raises, whichever HTTP stack the SDK picked: httpx (google-genai 2.x),
+# httpx2 (3.x), or aiohttp for async calls when it is installed, as beside
+# apache-airflow-providers-google (make test-compat).
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError, httpx2.TransportError)
+try:
+    import aiohttp
+
+    TRANSPORT_ERRORS = (*TRANSPORT_ERRORS, aiohttp.ClientConnectionError)
+except ImportError:
+    pass
 
 
 def _count(backend: Backend) -> int | None:

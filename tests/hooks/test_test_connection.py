@@ -49,4 +49,5 @@ def test_unreachable_server_fails_at_once(make_conn: ConnFactory) -> None:
     conn_id = make_conn("c_down", base_url="http://127.0.0.1:9", retry_initial_delay=5)
     ok, message = ContextCacheHook(conn_id).test_connection()
     assert not ok
-    assert "ConnectError" in message
+    assert message.startswith("EndpointUnreachableError: connection 'c_down' (backend gemini_api) cannot")
+    assert "start the emulator" in message

@@ -11,6 +11,7 @@ import pytest
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 from airflow_provider_ctxcache.exceptions import CacheTooSmallError, CtxCacheConfigError
+from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.operators import CreateCacheOperator
 from tests.hooks.conftest import ConnFactory, backend_extra
 from tests.operators.context import task_context
@@ -94,14 +95,20 @@ def test_reuse_never_always_creates_each_with_its_own_key(conn_id: str, emulator
     create_op(conn_id, reuse="never", display_name="plain").execute(task_context())
     names = [c["displayName"] for c in emulator.admin.state()["caches"]]
     assert len(names) == 2
-    assert all(name.startswith("plain ctxcache:n:") for name in names)
+    assert all(
+        name.startswith("plain @adhoc_airflow/manual__2026-01-01T00:00:00+00:00 ctxcache:n:")
+        for name in names
+    )
     assert names[0] != names[1]
 
 
 def test_display_name_keeps_the_users_prefix(conn_id: str, emulator: EmulatorProcess) -> None:
     create_op(conn_id, display_name="contracts-2026").execute(task_context())
     (cache,) = emulator.admin.state()["caches"]
-    assert cache["displayName"].startswith("contracts-2026 ctxcache:r:")
+    # The prefix, then the DAG and run that made it (cache_owner), then the reuse key.
+    assert cache["displayName"].startswith(
+        "contracts-2026 @adhoc_airflow/manual__2026-01-01T00:00:00+00:00 ctxcache:r:"
+    )
     assert len(cache["displayName"]) <= 128
 
 
@@ -250,3 +257,74 @@ def test_unknown_backend_is_refused_before_any_call(
     with pytest.raises(CtxCacheConfigError, match=r"^extra\.backend: 'anthropic' is not a backend"):
         create_op(conn).execute(task_context())
     assert sum(emulator.admin.state()["counts"].values()) == 0
+
+
+# -- `airflow tasks test`: one task alone, no teardown after it ---------------------------------------
+
+TEMPORARY_RUN = "__airflow_temporary_run_2026-11-02T00:00:00+00:00__"  # what `tasks test` names its run
+
+
+def lifetime(conn_id: str, name: str) -> dt.timedelta:
+    cache = ContextCacheHook(conn_id).get_cache(name)
+    assert cache.create_time is not None
+    assert cache.expire_time is not None
+    return cache.expire_time - cache.create_time
+
+
+def test_a_single_task_test_makes_a_ten_minute_cache_and_logs_how_to_delete_it(
+    conn_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = create_op(conn_id, ttl=None).execute(task_context(run_id=TEMPORARY_RUN))
+
+    assert lifetime(conn_id, name) == dt.timedelta(minutes=10)
+    logged = capsys.readouterr().out
+    assert (
+        "airflow tasks test runs this task alone: no teardown will delete the cache, so it lives " in logged
+    )
+    assert "10 min instead of 1 h" in logged
+    assert (
+        f"Delete it when done: ctxcache caches delete {name} --conn-id {conn_id} (else it expires " in logged
+    )
+
+
+@pytest.mark.parametrize(
+    ("ttl", "expires_in", "kept"),
+    [("5m", None, 5), ("2h", None, 10), (None, 3, 3), (None, 120, 10)],
+    ids=[
+        "shorter-ttl-kept",
+        "longer-ttl-shortened",
+        "sooner-expire-time-kept",
+        "later-expire-time-shortened",
+    ],
+)
+def test_a_single_task_test_keeps_a_shorter_lifetime_and_shortens_a_longer_one(
+    conn_id: str, ttl: str | None, expires_in: int | None, kept: int
+) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    expire_time = None if expires_in is None else now + dt.timedelta(minutes=expires_in)
+
+    name = create_op(conn_id, ttl=ttl, expire_time=expire_time).execute(task_context(run_id=TEMPORARY_RUN))
+
+    if expires_in == kept:  # the given moment itself, to the microsecond
+        assert ContextCacheHook(conn_id).get_cache(name).expire_time == expire_time
+    else:
+        assert lifetime(conn_id, name) == dt.timedelta(minutes=kept)
+
+
+def test_airflow_test_mode_marks_a_single_task_test_even_in_an_existing_run(
+    conn_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_TEST_MODE", "True")  # what `airflow tasks test` sets, whatever the run
+
+    name = create_op(conn_id, ttl=None).execute(task_context(run_id="scheduled__2026-11-02T00:00:00+00:00"))
+
+    assert lifetime(conn_id, name) == dt.timedelta(minutes=10)
+
+
+def test_a_dag_run_keeps_the_default_hour_and_logs_no_delete_command(
+    conn_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = create_op(conn_id, ttl=None).execute(task_context(run_id="manual__2026-11-02T00:00:00+00:00"))
+
+    assert lifetime(conn_id, name) == dt.timedelta(hours=1)
+    assert "ctxcache caches delete" not in capsys.readouterr().out

@@ -299,3 +299,89 @@ def test_mapped_instances_key_their_plain_prompts_apart(conn_id: str, emulator: 
     )
     keys = {key for index in (0, 1) for key in op.execute(task_context(map_index=index))["results"]}
     assert keys == {"prompt-0000-00000", "prompt-0000-00001", "prompt-0001-00000", "prompt-0001-00001"}
+
+
+# -- no upstream XCom: the task run alone (`airflow tasks test`), or its upstream's XCom cleared -----
+# What Airflow renders in that case is set by hand here: an XComArg of a missing return value
+# resolves to None, and a string template around ti.xcom_pull to "None" (tests/dags/test_single_task.py
+# runs the real `airflow tasks test`).
+
+
+def test_a_cache_name_from_an_absent_upstream_xcom_says_so_and_how_to_pass_one(
+    conn_id: str, emulator: EmulatorProcess
+) -> None:
+    with DAG("generate_alone", schedule=None):
+
+        @task
+        def create_cache() -> str:
+            return "cachedContents/x"
+
+        op = GenerateWithCacheOperator(
+            task_id="ask", ctxcache_conn_id=conn_id, cache_name=create_cache(), prompts=["a?"]
+        )
+    op.cache_name = None  # what create_cache.output renders to when that task has not run
+
+    with pytest.raises(CtxCacheConfigError) as raised:
+        run(op)
+
+    assert str(raised.value) == (
+        "cache_name: is None: it comes from the XCom of task 'create_cache', and this run has none "
+        "(that task did not run in this run, as under `airflow tasks test`, or its XCom was cleared). "
+        "Run the whole DAG (`airflow dags test generate_alone`), or name an existing cache as a param: "
+        """`airflow tasks test generate_alone ask -t '{"cache_name": "cachedContents/ID"}'`."""
+    )
+    assert sum(counts(emulator).values()) == 0
+
+
+def test_a_mapped_ask_and_a_string_template_get_the_same_message(conn_id: str) -> None:
+    with DAG("generate_alone_mapped", schedule=None):
+
+        @task
+        def create_cache() -> str:
+            return "cachedContents/x"
+
+        mapped = GenerateWithCacheOperator.partial(
+            task_id="ask", ctxcache_conn_id=conn_id, cache_name=create_cache()
+        ).expand(prompts=[["a?"]])
+        templated = GenerateWithCacheOperator(
+            task_id="ask_templated",
+            ctxcache_conn_id=conn_id,
+            cache_name="{{ ti.xcom_pull(task_ids='create_cache') }}",
+            prompts=["a?"],
+        )
+    unmapped = mapped.unmap({"prompts": ["a?"]})  # what the task runner runs for one mapped instance
+    assert isinstance(unmapped, GenerateWithCacheOperator)
+    unmapped.cache_name = None
+    templated.cache_name = "None"  # a string template renders a missing XCom as "None"
+
+    with pytest.raises(CtxCacheConfigError, match=r"^cache_name: is None: it comes from the XCom of task"):
+        run(unmapped)
+    with pytest.raises(CtxCacheConfigError, match=r"^cache_name: is 'None': it comes from an upstream XCom"):
+        run(templated)
+
+
+def test_the_cache_name_param_stands_in_for_an_absent_upstream_xcom(
+    conn_id: str, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(conn_id)
+    with DAG("generate_alone_param", schedule=None):
+
+        @task
+        def create_cache_task() -> str:
+            return "cachedContents/x"
+
+        op = GenerateWithCacheOperator(
+            task_id="ask", ctxcache_conn_id=conn_id, cache_name=create_cache_task(), prompts=["a?"]
+        )
+    op.cache_name = None
+    context = {**task_context(), "params": {"cache_name": name}}  # `airflow tasks test ... -t`
+
+    result = op.execute(context)  # type: ignore[arg-type]
+
+    assert result["cache_name"] == name
+    assert counts(emulator)["generate_content"] == 1
+
+
+def test_a_none_cache_name_not_from_an_xcom_keeps_the_plain_message(conn_id: str) -> None:
+    with pytest.raises(CtxCacheConfigError, match=r"^cache_name: None is not a cache name; pass the name"):
+        run(ask(conn_id, None, ["a?"]))  # type: ignore[arg-type]

@@ -22,6 +22,8 @@ import asyncio
 import json
 import secrets
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,23 @@ def db_cells() -> Iterator[tuple[str, str, str]]:
                         yield table, column, value.decode("utf-8", errors="replace")
                     elif isinstance(value, str) and value:
                         yield table, column, value
+
+
+def expire_once_a_trigger_waits(emulator: EmulatorProcess, before: set[int]) -> None:
+    """Waits for a new CacheExpiryTrigger row in the metadata DB, then moves the emulator past expiry."""
+    while not trigger_ids() - before:
+        time.sleep(0.2)
+    emulator.admin.advance_clock(2 * 3600)
+
+
+def trigger_ids() -> set[int]:
+    """The ids of the CacheExpiryTrigger rows in the metadata DB (a busy DB reads as none new)."""
+    try:
+        with sqlite3.connect(f"file:{metadata_db()}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT id, classpath FROM trigger").fetchall()
+    except sqlite3.OperationalError:  # locked by a writer, or the table not made yet
+        return set()
+    return {int(row_id) for row_id, classpath in rows if str(classpath).endswith("CacheExpiryTrigger")}
 
 
 def log_texts(captured: str) -> list[tuple[str, str]]:
@@ -196,7 +215,13 @@ def test_a_secret_in_the_connection_appears_nowhere_after_a_full_run(
     kind, secret_values = secret_conn
     # Half the prompts meet a 503 (one try each), so the fan-out fails with error texts.
     emulator.admin.faults(error_rate_503=0.5, seed=2, ops=["generate_content"])
+    # The cache lives an hour, so the sensor always defers; once its trigger row is written the
+    # emulator's clock jumps past the expiry. States decide the order, not a short TTL.
+    before = trigger_ids()
+    expirer = threading.Thread(target=expire_once_a_trigger_waits, args=(emulator, before), daemon=True)
+    expirer.start()
     run = run_dag("ctxcache_test_secrets")
+    expirer.join()
     emulator.admin.faults()
     # The run's state follows its leaf, the all_done sensor; the failure is the ask task's.
     assert run.state == "success"

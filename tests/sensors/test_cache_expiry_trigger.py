@@ -51,7 +51,12 @@ def test_trigger_fires_at_expire_time(hook: ContextCacheHook, conn_id: str) -> N
     payload, fired = asyncio.run(first_event(trigger))
 
     lapsed = payload.pop("lapsed")
-    assert payload == {"status": "expired", "cache_name": name, "expire_time": expire_time.isoformat()}
+    assert payload == {
+        "status": "expired",
+        "cache_name": name,
+        "expire_time": expire_time.isoformat(),
+        "seconds_left": 0.0,
+    }
     assert expire_time <= fired < expire_time + LATE
     assert lapsed["expire_time"] == expire_time.isoformat()
     assert lapsed["cache_tokens"] > 0
@@ -76,7 +81,7 @@ def test_a_cache_seen_to_lapse_is_reported_with_what_prices_its_storage(
     }
 
 
-def test_trigger_fires_margin_seconds_before_expire_time(
+def test_trigger_fires_margin_reached_margin_seconds_before_expire_time_with_the_seconds_left(
     hook: ContextCacheHook, conn_id: str, emulator: EmulatorProcess
 ) -> None:
     name, expire_time = create_cache(hook, ttl="3s")
@@ -87,7 +92,9 @@ def test_trigger_fires_margin_seconds_before_expire_time(
     payload, fired = asyncio.run(first_event(trigger))
 
     due = expire_time - dt.timedelta(seconds=2)
-    assert payload == {"status": "expired", "cache_name": name, "expire_time": expire_time.isoformat()}
+    left = payload.pop("seconds_left")
+    assert payload == {"status": "margin_reached", "cache_name": name, "expire_time": expire_time.isoformat()}
+    assert 0 < left <= 2
     assert due <= fired < due + LATE
     assert [c["name"] for c in emulator.admin.state()["caches"]] == [name]  # fired while still alive
 
@@ -117,7 +124,12 @@ def test_trigger_rearms_when_the_ttl_is_extended_while_it_sleeps(
 
     assert new_expire_time > old_expire_time + dt.timedelta(seconds=1)
     assert payload.pop("lapsed")["expire_time"] == new_expire_time.isoformat()
-    assert payload == {"status": "expired", "cache_name": name, "expire_time": new_expire_time.isoformat()}
+    assert payload == {
+        "status": "expired",
+        "cache_name": name,
+        "expire_time": new_expire_time.isoformat(),
+        "seconds_left": 0.0,
+    }
     assert new_expire_time <= fired < new_expire_time + LATE
     assert emulator.admin.state()["counts"]["get_cache"] >= 3  # first read, re-read at the old expiry, last
 
@@ -143,7 +155,7 @@ def test_trigger_fires_gone_at_once_when_the_cache_is_deleted_while_it_waits(
 
     payload, fired, deleted_at = asyncio.run(scenario())
 
-    assert payload == {"status": "gone", "cache_name": name}
+    assert payload == {"status": "gone", "cache_name": name, "expire_time": None, "seconds_left": None}
     assert deleted_at <= fired < deleted_at + dt.timedelta(seconds=0.2) + LATE
 
 
@@ -157,7 +169,7 @@ def test_trigger_fires_gone_at_once_when_the_cache_expired_on_the_server(
     started = utcnow()
     payload, fired = asyncio.run(first_event(trigger))
 
-    assert payload == {"status": "gone", "cache_name": name}
+    assert payload == {"status": "gone", "cache_name": name, "expire_time": None, "seconds_left": None}
     assert fired - started < LATE
     assert emulator.admin.state()["counts"]["get_cache"] == 1
 
@@ -191,5 +203,5 @@ def test_trigger_reads_the_connection_with_aget_connection(
 
     payload, _ = asyncio.run(first_event(trigger))
 
-    assert payload == {"status": "expired", "cache_name": name, "expire_time": expire_time.isoformat()}
+    assert (payload["status"], payload["expire_time"]) == ("margin_reached", expire_time.isoformat())
     assert emulator.admin.state()["counts"]["get_cache"] == 1

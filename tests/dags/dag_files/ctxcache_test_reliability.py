@@ -51,7 +51,7 @@ with DAG(
     start_date=START,
     catchup=False,
     render_template_as_native_obj=True,
-    params={"prompts": ["One?", "Two?", "Three?", "Four?"], "ttl": "3s"},
+    params={"prompts": ["One?", "Two?", "Three?", "Four?"], "ttl": "1h"},
 ):
     create = CreateCacheOperator(
         task_id="create_cache", model="gemini-2.5-flash", contents=[CONTEXT], ttl="{{ params.ttl }}"
