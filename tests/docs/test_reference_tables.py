@@ -59,26 +59,6 @@ def test_the_connection_form_shows_every_documented_field() -> None:
     assert documented_connection_fields() - set(CONN_FIELDS) == set()
 
 
-def pins(path: Path) -> dict[str, str]:
-    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", path.read_text(encoding="utf-8"), flags=re.M))
-
-
-def test_the_readme_names_the_tested_airflow_and_google_genai_versions() -> None:
-    """The lowest google-genai the package allows (installed beside apache-airflow-providers-google)
-    and the newest, pinned in constraints.txt."""
-    newest = pins(REPO / "constraints.txt")
-    floor = re.search(r'"google-genai>=([\w.]+)', (REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    assert floor is not None
-    versions = " ".join(text_under(README, "## Versions").split())
-    assert f"Tested with google-genai {floor[1]} (beside apache-airflow-providers-google" in versions
-    assert f") and {newest['google-genai']}, on Apache Airflow {newest['apache-airflow']}" in versions
-    beside = REPO / "constraints-google-provider.txt"
-    if beside.exists():
-        oldest = pins(beside)
-        assert oldest["google-genai"] == floor[1]
-        assert f"apache-airflow-providers-google {oldest['apache-airflow-providers-google']}" in versions
-
-
 def test_the_readme_asks_for_the_python_the_package_requires() -> None:
     required = re.search(
         r'^requires-python = ">=([\d.]+)"', (REPO / "pyproject.toml").read_text(), flags=re.M
