@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from airflow_provider_ctxcache.connection_defaults import GEMINI_API, VERTEX_AI
 from airflow_provider_ctxcache.get_provider_info import CONN_FIELDS
