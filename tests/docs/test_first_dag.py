@@ -11,6 +11,7 @@ on the machine. Nothing of this test session's Airflow settings reaches those pr
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -266,35 +267,90 @@ def test_the_first_dag_runs_with_the_connection_the_readme_gives_for_the_emulato
     assert emulator_line in session.instructions.run_script
 
 
-def test_airflow_tasks_test_runs_one_task_and_caches_gc_collects_the_cache_it_leaves(
-    session: Session, first_run: FirstRun
-) -> None:
-    """docs/operations.md, "Testing one task" and "Leftover caches"."""
+@dataclass(frozen=True)
+class SingleTask:
+    """docs/operations.md, "Testing one task" then "Leftover caches", run in that order once."""
+
+    left: dict[str, Any]  # the cache `tasks test ... create_cache` left on the emulator
+    created: str
+    alone: str
+    asked: str
+    generate_calls_before_ask: int
+    generate_calls_after_ask: int
+    dry_run: str
+    caches_after_dry_run: list[str]
+    collected: str
+    caches_after_collect: list[str]
+
+
+@pytest.fixture(scope="module")
+def single_task(session: Session, first_run: FirstRun) -> SingleTask:
     dag_id = session.instructions.dag_id
     before = {cache["name"] for cache in session.emulator.state()["caches"]}
-    created = session.in_shell(f"airflow tasks test {dag_id} create_cache")
-    assert created.returncode == 0, (created.stdout + created.stderr)[-4000:]
+
+    def run(command: str) -> str:
+        done = session.in_shell(command)
+        assert done.returncode == 0, (command, (done.stdout + done.stderr)[-4000:])  # even if the task fails
+        return done.stdout + done.stderr
+
+    created = run(f"airflow tasks test {dag_id} create_cache")
     (left,) = [c for c in session.emulator.state()["caches"] if c["name"] not in before]
-    assert "__airflow_temporary_run_" in left["displayName"]
-
-    alone = session.in_shell(f"airflow tasks test {dag_id} ask")
-    output = alone.stdout + alone.stderr
-    assert alone.returncode == 0, "airflow tasks test exits 0 even when its task fails"
-    assert "CtxCacheConfigError: cache_name: " in output
-    assert "new_state=failed" in output
-
-    asked = session.in_shell(
-        f"airflow tasks test {dag_id} ask -t '{json.dumps({'cache_name': left['name']})}'"
+    alone = run(f"airflow tasks test {dag_id} ask")
+    calls_before = session.emulator.state()["counts"].get("generate_content", 0)
+    asked = run(f"airflow tasks test {dag_id} ask -t '{json.dumps({'cache_name': left['name']})}'")
+    calls_after = session.emulator.state()["counts"].get("generate_content", 0)
+    dry = run("ctxcache caches gc")
+    after_dry = [cache["name"] for cache in session.emulator.state()["caches"]]
+    collected = run("ctxcache caches gc --delete")
+    return SingleTask(
+        left=left,
+        created=created,
+        alone=alone,
+        asked=asked,
+        generate_calls_before_ask=calls_before,
+        generate_calls_after_ask=calls_after,
+        dry_run=dry,
+        caches_after_dry_run=after_dry,
+        collected=collected,
+        caches_after_collect=[cache["name"] for cache in session.emulator.state()["caches"]],
     )
-    output = asked.stdout + asked.stderr
-    assert asked.returncode == 0, output[-4000:]
-    assert "new_state=success" in output
-    assert session.emulator.state()["counts"]["generate_content"] == 4  # the run's 2, and 2 more
 
-    dry = session.in_shell("ctxcache caches gc")
-    assert dry.returncode == 0, dry.stderr
-    assert left["name"] in dry.stdout
-    assert left["name"] in {cache["name"] for cache in session.emulator.state()["caches"]}
-    collected = session.in_shell("ctxcache caches gc --delete")
-    assert collected.returncode == 0, collected.stderr
-    assert session.emulator.state()["caches"] == []
+
+def test_tasks_test_of_create_leaves_a_ten_minute_cache_named_for_its_temporary_run(
+    single_task: SingleTask,
+) -> None:
+    left = single_task.left
+    assert "__airflow_temporary_run_" in left["displayName"]
+    lived = dt.datetime.fromisoformat(left["expireTime"]) - dt.datetime.fromisoformat(left["createTime"])
+    assert lived == dt.timedelta(minutes=10)
+    assert "so it lives 10 min instead of 30 min" in single_task.created  # the DAG asks for 30m
+
+
+def test_tasks_test_of_create_logs_the_command_that_deletes_its_cache(single_task: SingleTask) -> None:
+    name = single_task.left["name"]
+    assert f"Delete it when done: ctxcache caches delete {name} --conn-id ctxcache_default" in (
+        single_task.created
+    )
+
+
+def test_tasks_test_of_ask_alone_says_there_is_no_upstream_xcom_and_how_to_pass_one(
+    single_task: SingleTask,
+) -> None:
+    assert "cache_name: is None: it comes from the XCom of task 'create_cache'" in single_task.alone
+    assert """ask -t '{"cache_name": "cachedContents/ID"}'""" in single_task.alone
+    assert "new_state=failed" in single_task.alone
+    assert single_task.generate_calls_before_ask == 2  # the first run's two; none from `ask` alone
+
+
+def test_tasks_test_of_ask_with_the_cache_name_param_asks_that_cache(single_task: SingleTask) -> None:
+    assert f"using the cache_name param {single_task.left['name']!r}" in single_task.asked
+    assert "new_state=success" in single_task.asked
+    assert single_task.generate_calls_after_ask == single_task.generate_calls_before_ask + 2
+
+
+def test_caches_gc_lists_the_leftover_then_deletes_it_only_when_told(single_task: SingleTask) -> None:
+    name = single_task.left["name"]
+    assert name in single_task.dry_run
+    assert name in single_task.caches_after_dry_run
+    assert name in single_task.collected
+    assert single_task.caches_after_collect == []
