@@ -251,6 +251,18 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
             return invalid_argument(f"clock: {exc}").response()
         return _json({"now": state.snapshot()["now"]})
 
+    async def api_key(request: Request) -> Response:
+        """Rotate the Developer-API key (``{"api_key": "..."}``; null accepts any key); never echoed."""
+        raw = await request.body()
+        try:
+            key = (json.loads(raw) if raw else {}).get("api_key")
+        except (ValueError, AttributeError):
+            return invalid_argument("api_key: invalid JSON").response()
+        if key is not None and (not isinstance(key, str) or not key):
+            return invalid_argument("api_key: must be a non-empty string or null").response()
+        state.api_key = key
+        return _json({"checked": key is not None})
+
     async def oauth_token(request: Request) -> Response:
         return await token_endpoint(request, state)
 
@@ -260,6 +272,7 @@ def _add_admin_routes(app: FastAPI, state: EmulatorState) -> None:
     app.add_route("/_emulator/reset", reset, methods=["POST"])
     app.add_route("/_emulator/faults", faults, methods=["GET", "POST"])
     app.add_route("/_emulator/clock", clock, methods=["POST"])
+    app.add_route("/_emulator/api_key", api_key, methods=["POST"])
     app.add_route("/oauth2/token", oauth_token, methods=["POST"])
 
 

@@ -99,6 +99,11 @@ class EmulatorAdmin:
         result: str = self._call("POST", "clock", {"advance_seconds": seconds})["now"]
         return result
 
+    def set_api_key(self, api_key: str | None) -> None:
+        """Developer-API calls must carry this key from now on (None: any key); a reset restores
+        the key the emulator started with. For key-rotation tests."""
+        self._call("POST", "api_key", {"api_key": api_key})
+
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._client.close()

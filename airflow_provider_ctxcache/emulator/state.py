@@ -26,6 +26,8 @@ class EmulatorState:
 
     def __init__(self, *, api_key: str | None = None, min_tokens: Mapping[str, int] | None = None) -> None:
         self.api_key = api_key
+        self.startup_api_key = api_key
+        """The key given at start; ``POST /_emulator/api_key`` rotates ``api_key``, a reset restores it."""
         self.min_tokens: dict[str, int] = dict(min_tokens or {})
         """Minimum cache sizes overriding the table's, per model id, on every backend serving it."""
         self.clock = Clock()
@@ -109,3 +111,4 @@ class EmulatorState:
         self.faults.reset()
         self.clock.reset()
         self.tokens_issued = 0
+        self.api_key = self.startup_api_key

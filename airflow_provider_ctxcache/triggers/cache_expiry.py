@@ -17,7 +17,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_ctxcache.exceptions import CacheNotFoundError
-from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.hooks import ContextCacheHook, SharedHook
 
 DEFAULT_POLL_INTERVAL = 60.0
 MARGIN_REACHED, EXPIRED, GONE = "margin_reached", "expired", "gone"
@@ -100,28 +100,35 @@ class CacheExpiryTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Read, sleep until due (at most ``poll_interval``), read again; fire on a due reading."""
-        hook = ContextCacheHook(self.ctxcache_conn_id)
+        """Read, sleep until due (at most ``poll_interval``), read again; fire on a due reading.
+
+        The hook (one connection lookup, one client) is shared with every other trigger of this
+        connection in this event loop (:class:`~airflow_provider_ctxcache.hooks.SharedHook`); the
+        last one to finish closes the client. A read refused for its credentials is made once more
+        if the connection changed (a rotated key).
+        """
+        lease = SharedHook(self.ctxcache_conn_id)
         try:
-            yield _event(await self._wait(hook))
+            yield _event(await self._wait(lease))
         except Exception as error:
+            hook = lease.last_hook or ContextCacheHook(self.ctxcache_conn_id)
             yield _event(
                 {"status": "error", "cache_name": self.cache_name, "message": _safe_message(hook, error)}
             )
         finally:
             try:
-                await hook.aclose()
+                await lease.aclose()
             except Exception:  # closing must never hide the event
                 self.log.debug("closing the Gemini client failed", exc_info=True)
 
-    async def _wait(self, hook: ContextCacheHook) -> dict[str, Any]:
+    async def _wait(self, lease: SharedHook) -> dict[str, Any]:
         """The event payload for expired or gone; other errors propagate to ``run``."""
         known: dt.datetime | None = None
         seen: Any = None
         while True:
             read_at = _utcnow()
             try:
-                cache = await hook.aget_cache(self.cache_name)
+                cache = await lease.call(lambda hook: hook.aget_cache(self.cache_name))
                 expire_time: dt.datetime | None = _expire_time_of(cache, self.cache_name)
                 seen = cache
             except CacheNotFoundError:
