@@ -14,7 +14,7 @@ COMPAT_TESTS := tests/hooks tests/emulator tests/fanout
 FLOORS := google-genai google-auth google-cloud-storage
 SIDE_LOG := .test-side.log
 
-.PHONY: demo test test-compat test-packaging lint bench dist constraints constraints-google-provider clean
+.PHONY: demo test test-compat test-packaging lint bench bench-triggers dist constraints constraints-google-provider clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ dist: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.fanout
+
+# 200 CacheExpiryTriggers against a minimal shared-client loop: start-up CPU, CPU per call, sockets.
+bench-triggers: $(STAMP)
+	$(BIN)/python -m benchmarks.triggers
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
