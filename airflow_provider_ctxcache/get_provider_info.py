@@ -18,6 +18,7 @@ from airflow_provider_ctxcache.connection_defaults import (
     CACHES_VIEW_TIMEOUT_SECONDS,
     CONFIG_SECTION,
     CONN_TYPE,
+    CONNECTION_REFRESH_SECONDS,
     DEFAULT_ALLOWED_ROOTS,
     DEFAULT_BACKEND,
     DEFAULT_DEVELOPER_API_VERSION,
@@ -29,6 +30,7 @@ from airflow_provider_ctxcache.connection_defaults import (
     DEFAULT_SHARED_FILESYSTEM,
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_TPM_COUNTS_CACHED,
+    SHARED_CLIENT_MAX_CALLS,
 )
 
 HOOK_CLASS = "airflow_provider_ctxcache.hooks.ContextCacheHook"
@@ -59,6 +61,27 @@ CONFIG: dict[str, Any] = {
                 "type": "boolean",
                 "example": "True",
                 "default": str(DEFAULT_SHARED_FILESYSTEM),
+            },
+            "connection_refresh_seconds": {
+                "description": (
+                    "Cache sensors' triggers of one connection share one client in the triggerer; "
+                    "they read the connection again when their reading is older than this, or at "
+                    "once when the server refuses its credentials (a rotated key)."
+                ),
+                "version_added": None,
+                "type": "float",
+                "example": "60",
+                "default": str(CONNECTION_REFRESH_SECONDS),
+            },
+            "shared_client_max_calls": {
+                "description": (
+                    "Calls in flight at once on one shared trigger client, so its socket pool holds "
+                    "at most this many connections; triggers that wake together wait their turn."
+                ),
+                "version_added": None,
+                "type": "integer",
+                "example": "8",
+                "default": str(SHARED_CLIENT_MAX_CALLS),
             },
             "caches_view_enabled": {
                 "description": (

@@ -39,39 +39,53 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeVar
 
-from airflow_provider_ctxcache.airflow_config import airflow_option
-from airflow_provider_ctxcache.exceptions import CtxCacheApiError
+from airflow_provider_ctxcache.airflow_config import airflow_option, env_name
+from airflow_provider_ctxcache.connection_defaults import (
+    CONFIG_SECTION,
+    CONNECTION_REFRESH_SECONDS,
+    SHARED_CLIENT_MAX_CALLS,
+)
+from airflow_provider_ctxcache.exceptions import CtxCacheApiError, CtxCacheConfigError
 from airflow_provider_ctxcache.hooks.context_cache import ContextCacheHook
 from airflow_provider_ctxcache.hooks.settings import ConnectionSettings
 
-REFRESH_SECTION, REFRESH_KEY = "ctxcache", "connection_refresh_seconds"
-DEFAULT_REFRESH_SECONDS = 300.0
+REFRESH_KEY = "connection_refresh_seconds"
 MAX_CALLS_KEY = "shared_client_max_calls"
-DEFAULT_MAX_CALLS = 4
-"""Calls in flight at once on one shared client, so one socket pool of at most this many:
-without a bound, triggers that wake together open one socket each for their reads."""
 
 T = TypeVar("T")
 
 
 def refresh_seconds() -> float:
     """``[ctxcache] connection_refresh_seconds``: how old a connection reading may get (default 300)."""
-    raw = airflow_option(REFRESH_SECTION, REFRESH_KEY, str(DEFAULT_REFRESH_SECONDS))
+    raw = airflow_option(CONFIG_SECTION, REFRESH_KEY, str(CONNECTION_REFRESH_SECONDS))
     try:
         value = float(raw)
     except ValueError:
-        return DEFAULT_REFRESH_SECONDS
-    return value if value >= 0 else DEFAULT_REFRESH_SECONDS
+        value = -1.0
+    if not value >= 0:
+        raise CtxCacheConfigError(
+            f"[{CONFIG_SECTION}] {REFRESH_KEY}: {raw!r} is not a number of seconds >= 0; "
+            f"set it (or {env_name(CONFIG_SECTION, REFRESH_KEY)}) to e.g. {CONNECTION_REFRESH_SECONDS:.0f}."
+        )
+    return value
 
 
 def max_calls() -> int:
-    """``[ctxcache] shared_client_max_calls``: calls in flight per shared client (default 4)."""
-    raw = airflow_option(REFRESH_SECTION, MAX_CALLS_KEY, str(DEFAULT_MAX_CALLS))
+    """``[ctxcache] shared_client_max_calls``: calls in flight per shared client (default 4).
+
+    Bounded so the client's socket pool stays small: without a bound, triggers that wake together
+    open one socket each for their reads."""
+    raw = airflow_option(CONFIG_SECTION, MAX_CALLS_KEY, str(SHARED_CLIENT_MAX_CALLS))
     try:
         value = int(raw)
     except ValueError:
-        return DEFAULT_MAX_CALLS
-    return value if value >= 1 else DEFAULT_MAX_CALLS
+        value = 0
+    if value < 1:
+        raise CtxCacheConfigError(
+            f"[{CONFIG_SECTION}] {MAX_CALLS_KEY}: {raw!r} is not a whole number >= 1; "
+            f"set it (or {env_name(CONFIG_SECTION, MAX_CALLS_KEY)}) to e.g. {SHARED_CLIENT_MAX_CALLS}."
+        )
+    return value
 
 
 def is_auth_failure(error: BaseException) -> bool:

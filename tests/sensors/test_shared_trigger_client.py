@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_ctxcache.connection_defaults import SHARED_CLIENT_MAX_CALLS
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
+from airflow_provider_ctxcache.exceptions import CtxCacheConfigError
 from airflow_provider_ctxcache.hooks import ContextCacheHook, SharedHook
-from airflow_provider_ctxcache.hooks.shared import DEFAULT_MAX_CALLS, STATS, SharedStats
+from airflow_provider_ctxcache.hooks.shared import STATS, SharedStats, max_calls, refresh_seconds
 from airflow_provider_ctxcache.triggers import CacheExpiryTrigger
 from tests.hooks.conftest import API_KEY, ConnFactory, backend_extra
 from tests.hooks.test_credentials import service_account_info
@@ -118,7 +120,7 @@ def test_many_triggers_of_one_connection_in_one_loop_make_one_lookup_one_client_
     # One client, one token: the sync hook above deleted with a token of its own.
     assert emulator.admin.state()["tokens_issued"] - tokens_before == 2
     # At most the bound on calls in flight per shared client, whatever the number of triggers.
-    assert held - baseline <= DEFAULT_MAX_CALLS, f"{triggers_n} triggers held {held - baseline} sockets"
+    assert held - baseline <= SHARED_CLIENT_MAX_CALLS, f"{triggers_n} triggers held {held - baseline} sockets"
 
 
 def test_the_last_trigger_to_finish_closes_the_shared_client(conn_id: str, emulator: EmulatorProcess) -> None:
@@ -270,3 +272,22 @@ def test_socket_helper_sees_a_socket(emulator: EmulatorProcess) -> None:
     with socket.create_connection(("127.0.0.1", port)):
         assert sockets_to(port) == before + 1
     assert sockets_to(port) == before
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "read"),
+    [
+        ("CONNECTION_REFRESH_SECONDS", "soon", refresh_seconds),
+        ("CONNECTION_REFRESH_SECONDS", "-1", refresh_seconds),
+        ("SHARED_CLIENT_MAX_CALLS", "0", max_calls),
+        ("SHARED_CLIENT_MAX_CALLS", "many", max_calls),
+    ],
+)
+def test_a_bad_shared_client_setting_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str, read: Any
+) -> None:
+    monkeypatch.setenv(f"AIRFLOW__CTXCACHE__{key}", value)
+    with pytest.raises(CtxCacheConfigError) as raised:
+        read()
+    assert f"[ctxcache] {key.lower()}: {value!r}" in str(raised.value)
+    assert f"AIRFLOW__CTXCACHE__{key}" in str(raised.value)
