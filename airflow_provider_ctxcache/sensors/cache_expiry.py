@@ -163,7 +163,11 @@ class CacheExpirySensor(CtxCacheHookMixin, BaseSensorOperator):
             expire_time = cache.expire_time.astimezone(dt.timezone.utc)
             self._seen = cache
         outcome = expiry_outcome(
-            expire_time, known=self._known_expire_time, read_at=read_at, margin_seconds=margin
+            expire_time,
+            known=self._known_expire_time,
+            read_at=read_at,
+            margin_seconds=margin,
+            answered_at=dt.datetime.now(dt.timezone.utc),
         )
         if outcome is None:
             assert expire_time is not None  # no outcome means a live cache not yet due

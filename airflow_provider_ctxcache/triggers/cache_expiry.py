@@ -134,7 +134,11 @@ class CacheExpiryTrigger(BaseTrigger):
             except CacheNotFoundError:
                 expire_time = None
             outcome = expiry_outcome(
-                expire_time, known=known, read_at=read_at, margin_seconds=self.margin_seconds
+                expire_time,
+                known=known,
+                read_at=read_at,
+                margin_seconds=self.margin_seconds,
+                answered_at=_utcnow(),
             )
             if outcome is not None:
                 self.log.info("Cache %s: %s", self.cache_name, outcome.describe(self.margin_seconds))
@@ -220,6 +224,7 @@ def expiry_outcome(
     known: dt.datetime | None,
     read_at: dt.datetime,
     margin_seconds: float,
+    answered_at: dt.datetime | None = None,
 ) -> ExpiryOutcome | None:
     """How the wait ended, or None while it goes on; shared with the sensor's poke.
 
@@ -228,11 +233,14 @@ def expiry_outcome(
     made before then is in it and re-arms the wait instead of firing on a stale expiry.
     ``known`` is the expiry from an earlier reading: a cache that vanished once that moment had
     passed simply expired as announced (with no margin the due read always finds it gone), while
-    one that vanished earlier was deleted (or lost) and is reported as ``gone``. A live cache
-    inside its margin is ``margin_reached`` with the seconds it has left, not ``expired``.
+    one that vanished earlier was deleted (or lost) and is reported as ``gone``. Which of the two
+    is decided by ``answered_at``, when the answer came: the service looked at some moment
+    between the read and its answer, so a read sent just before the expiry and answered just
+    after it found a cache that expired as announced. A live cache inside its margin is
+    ``margin_reached`` with the seconds it has left, not ``expired``.
     """
     if expire_time is None:
-        if known is not None and read_at >= known:
+        if known is not None and (answered_at or read_at) >= known:
             return ExpiryOutcome(EXPIRED, known, 0.0)
         return ExpiryOutcome(GONE)
     left = (expire_time - read_at).total_seconds()

@@ -12,6 +12,7 @@ import pytest
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.triggers import CacheExpiryTrigger
+from airflow_provider_ctxcache.triggers.cache_expiry import EXPIRED, GONE, ExpiryOutcome, expiry_outcome
 from tests.hooks.conftest import API_KEY
 from tests.sensors.conftest import create_cache, first_event, utcnow
 
@@ -205,3 +206,21 @@ def test_trigger_reads_the_connection_with_aget_connection(
 
     assert (payload["status"], payload["expire_time"]) == ("margin_reached", expire_time.isoformat())
     assert emulator.admin.state()["counts"]["get_cache"] == 1
+
+
+def test_a_read_sent_before_the_expiry_and_answered_after_it_finding_no_cache_is_expired() -> None:
+    expiry = dt.datetime(2026, 11, 30, 1, 58, 31, 786846, tzinfo=dt.timezone.utc)
+    sent = expiry - dt.timedelta(milliseconds=1)
+    outcome = expiry_outcome(
+        None, known=expiry, read_at=sent, margin_seconds=0, answered_at=expiry + dt.timedelta(milliseconds=1)
+    )
+    assert outcome == ExpiryOutcome(EXPIRED, expiry, 0.0)
+
+
+def test_a_read_answered_before_the_expiry_finding_no_cache_is_gone() -> None:
+    expiry = dt.datetime(2026, 11, 30, 1, 58, 31, 786846, tzinfo=dt.timezone.utc)
+    sent = expiry - dt.timedelta(seconds=2)
+    outcome = expiry_outcome(
+        None, known=expiry, read_at=sent, margin_seconds=0, answered_at=sent + dt.timedelta(milliseconds=5)
+    )
+    assert outcome == ExpiryOutcome(GONE)
