@@ -14,7 +14,7 @@ COMPAT_TESTS := tests/hooks tests/emulator tests/fanout
 FLOORS := google-genai google-auth google-cloud-storage
 SIDE_LOG := .test-side.log
 
-.PHONY: demo test test-compat test-packaging lint bench bench-triggers dist constraints constraints-google-provider clean
+.PHONY: demo test test-compat test-packaging lint bench bench-cpu bench-triggers dist constraints constraints-google-provider clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,8 +60,13 @@ dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist .
 
+# The latency-bound, CPU-bound and quota-bound cases; all figures to bench-results.json.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.fanout
+
+# The CPU-bound case alone: the operator's path vs a google-genai worker pool, CPU and RSS.
+bench-cpu: $(STAMP)
+	$(BIN)/python -m benchmarks.cpu
 
 # 200 CacheExpiryTriggers against a minimal shared-client loop: start-up CPU, CPU per call, sockets.
 bench-triggers: $(STAMP)

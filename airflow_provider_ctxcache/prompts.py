@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -67,7 +67,9 @@ class PromptRequest:
     """One online call to make against the cache.
 
     :param key: unique within the run; results are reported under it.
-    :param contents: a string, or a list of ``types.Content`` / strings, as the SDK takes them.
+    :param contents: a string, or a list of contents as the SDK takes them: the batch format's
+        plain dicts stay dicts (checked against ``types.Content``, not converted: the SDK reads a
+        dict faster than it re-validates a model), strings, ``types.Content`` / ``types.Part``.
     :param generation_config: the merged generation config by SDK field name (JSON-serialisable),
         or None when neither the operator nor the request set one.
     :param config: the SDK object for ``generation_config``; requests with equal configs share one.
@@ -114,7 +116,7 @@ def normalize_prompts(
             f"{field_name}: the list is empty; give at least one prompt "
             "(or skip the task when there is nothing to ask)."
         )
-    entries = ((f"{field_name}[{index}]", prompt) for index, prompt in enumerate(prompts))
+    entries = Entries(lambda: ((f"{field_name}[{index}]", prompt) for index, prompt in enumerate(prompts)))
     return list(
         iter_normalized(
             entries, cache_name=cache_name, generation_config=generation_config, key_prefix=key_prefix
@@ -129,6 +131,7 @@ def iter_normalized(
     generation_config: Any = None,
     key_prefix: str = KEY_PREFIX,
     max_request_bytes: int | None = None,
+    checked: bool = False,
 ) -> Iterator[PromptRequest]:
     """Check and yield prompts one at a time, for inputs too large to hold (a JSONL file).
 
@@ -136,21 +139,99 @@ def iter_normalized(
         ``prompts[3]`` or ``input_uri line 4``. Duplicate keys are refused with both paths.
     :param max_request_bytes: the backend's request-size limit: a larger request is refused
         here, before any call, rather than by the API after others were billed.
+    :param checked: these entries passed an unchecked pass already (the fan-out reads its input
+        twice: once to check it all before any call, then to send it); the contents are not
+        validated against the SDK's models again and duplicate keys are not looked for.
     """
     base = config_fields(generation_config, "generation_config", cache_name=cache_name)
     configs = _ConfigPool()
-    seen: dict[str, str] = {}
+    # A one-shot iterator cannot be read again to name a repeated key: its keys are kept exactly.
+    keys = None if checked else _SeenKeys(exact=iter(entries) is entries)
     for index, (path, prompt) in enumerate(entries):
         positional = f"{key_prefix}{index:05d}"
-        request = _one_prompt(prompt, positional, path, cache_name=cache_name, base=base, configs=configs)
+        request = _one_prompt(
+            prompt, positional, path, cache_name=cache_name, base=base, configs=configs, checked=checked
+        )
         request = replace(request, fingerprint=_fingerprint(prompt, path, request.key, max_request_bytes))
-        if request.key in seen:
-            raise CtxCacheConfigError(
-                f"{path}.key: {request.key!r} is already the key of {seen[request.key]}; "
-                "keys must be unique within a task, since results are reported by key."
-            )
-        seen[request.key] = path
+        if keys is not None:
+            keys.add(request.key, path)
         yield request
+    if keys is not None and keys.suspects:
+        _refuse_repeated_keys(entries, keys.suspects, key_prefix)
+
+
+class Entries:
+    """``(path, prompt)`` pairs that can be read again: ``factory`` starts a fresh reading each time.
+
+    :func:`iter_normalized` reads them a second time only to name both places of a repeated key.
+    """
+
+    def __init__(self, factory: Callable[[], Iterator[tuple[str, Any]]]) -> None:
+        self._factory = factory
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return self._factory()
+
+
+class _SeenKeys:
+    """The keys read so far, in a fixed-size bit filter instead of a set that grows with the input.
+
+    A key whose bits are all set already may have been seen (or collides): it becomes a suspect,
+    kept exactly, and the input is read again at the end to tell. 2**23 bits (1 MiB) keep suspects
+    rare up to about a million keys; past that the filter fills and the suspects grow instead.
+    ``exact``: keep every key with its path (for inputs that cannot be read again).
+    """
+
+    BITS = 1 << 23
+    PROBES = 4
+
+    def __init__(self, *, exact: bool) -> None:
+        self.suspects: set[str] = set()
+        self._exact: dict[str, str] | None = {} if exact else None
+        self._bits = bytearray(self.BITS // 8)
+
+    def add(self, key: str, path: str) -> None:
+        if self._exact is not None:
+            if key in self._exact:
+                raise _repeated_key_error(key, self._exact[key], path)
+            self._exact[key] = path
+            return
+        first = hash(key)
+        step = (first >> 32) | 1
+        bits, fresh = self._bits, False
+        for probe in range(self.PROBES):
+            at = (first + probe * step) % self.BITS
+            mask = 1 << (at & 7)
+            if not bits[at >> 3] & mask:
+                bits[at >> 3] |= mask
+                fresh = True
+        if not fresh:
+            self.suspects.add(key)
+
+
+def _refuse_repeated_keys(entries: Iterable[tuple[str, Any]], suspects: set[str], key_prefix: str) -> None:
+    """Read the input again for the suspect keys; the first one that really repeats is an error."""
+    first_path: dict[str, str] = {}
+    for index, (path, prompt) in enumerate(entries):
+        key = _key_of(prompt, f"{key_prefix}{index:05d}")
+        if key not in suspects:
+            continue
+        if key in first_path:
+            raise _repeated_key_error(key, first_path[key], path)
+        first_path[key] = path
+
+
+def _key_of(prompt: Any, positional_key: str) -> str:
+    """The key :func:`_one_prompt` gives an already checked prompt."""
+    key = prompt.get("key") if isinstance(prompt, Mapping) else None
+    return positional_key if key is None else str(key)
+
+
+def _repeated_key_error(key: str, first: str, again: str) -> CtxCacheConfigError:
+    return CtxCacheConfigError(
+        f"{again}.key: {key!r} is already the key of {first}; "
+        "keys must be unique within a task, since results are reported by key."
+    )
 
 
 def _fingerprint(prompt: Any, path: str, key: str, limit: int | None) -> str:
@@ -243,6 +324,7 @@ def _one_prompt(
     cache_name: str | None,
     base: dict[str, Any],
     configs: _ConfigPool,
+    checked: bool = False,
 ) -> PromptRequest:
     if isinstance(prompt, str):
         if not prompt.strip():
@@ -283,7 +365,7 @@ def _one_prompt(
             f"{where}.{unknown[0]}: not supported in a request against a cache; "
             "use contents, generationConfig, cachedContent, safetySettings or labels."
         )
-    contents = _contents(request.get("contents"), f"{where}.contents")
+    contents = _contents(request.get("contents"), f"{where}.contents", checked=checked)
 
     cached_key = _pick_key(request, _CACHED_CONTENT)
     if cached_key is not None:
@@ -321,8 +403,8 @@ def _pick_key(request: Mapping[str, Any], names: Iterable[str]) -> str | None:
     return present[0] if present else None
 
 
-def _contents(value: Any, path: str) -> list[Any] | str:
-    """Contents as the SDK takes them: a string, or a list of strings, ``types.Content``, ``types.Part``."""
+def _contents(value: Any, path: str, *, checked: bool = False) -> list[Any] | str:
+    """Contents as the SDK takes them: a string, or a list of strings, contents and parts."""
     if isinstance(value, str):
         if not value.strip():
             raise CtxCacheConfigError(f"{path}: is an empty string; give the question's text.")
@@ -339,10 +421,9 @@ def _contents(value: Any, path: str) -> list[Any] | str:
             f"{path}: a {type(value).__name__} is not a list of contents; "
             'use [{"role": "user", "parts": [{"text": "..."}]}].'
         )
-    checked: list[Any] = []
-    for i, item in enumerate(value):
-        checked.append(_content(item, f"{path}[{i}]"))
-    return checked
+    if checked:
+        return [_checked_content(item) for item in value]
+    return [_content(item, f"{path}[{i}]") for i, item in enumerate(value)]
 
 
 def _content(item: Any, path: str) -> Any:
@@ -363,9 +444,23 @@ def _content(item: Any, path: str) -> Any:
             f"{path}{'.' + where if where else ''}: {first['msg']}; a content is "
             '{"role": "user", "parts": [{"text": "..."}]} (camelCase or snake_case fields).'
         ) from None
-    if isinstance(parsed, types.Content) and not parsed.parts:
-        raise CtxCacheConfigError(f"{path}.parts: is empty; give at least one part, e.g. {{'text': '...'}}.")
+    if isinstance(parsed, types.Content):
+        if not parsed.parts:
+            raise CtxCacheConfigError(
+                f"{path}.parts: is empty; give at least one part, e.g. {{'text': '...'}}."
+            )
+        return _checked_content(item)
     return parsed
+
+
+def _checked_content(item: Any) -> Any:
+    """A content :func:`_content` accepted, as it is sent: a content dict stays a dict (the SDK
+    reads a dict faster than it re-validates a model), a bare part becomes ``types.Part``."""
+    if not isinstance(item, Mapping):
+        return item
+    if "parts" in item:
+        return item if isinstance(item, dict) else dict(item)
+    return types.Part.model_validate(dict(item))
 
 
 class _ConfigPool:
@@ -389,6 +484,7 @@ class _ConfigPool:
 
 __all__ = [
     "KEY_PREFIX",
+    "Entries",
     "PromptRequest",
     "cache_id",
     "config_fields",

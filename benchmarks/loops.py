@@ -1,9 +1,16 @@
-"""The two clients every benchmark compares: the provider's engine and a hand-written SDK loop."""
+"""Shared pieces of the benchmarks: the connection, the prompts, the cache, and two in-process clients.
+
+``engine_rps`` (the engine through ``run_fanout``, prompts in memory) and ``raw_sdk_rps`` (a
+semaphore around google-genai's async client) drive the quota-bound case
+(:mod:`benchmarks.quota`); the latency- and CPU-bound cases run the operator's real path and a
+worker pool in child processes instead (:mod:`benchmarks.cpu`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import Any
 
@@ -16,6 +23,21 @@ def connection(url: str) -> str:
 
 def prompts(n: int) -> list[str]:
     return [f"What does record {i} of the context say?" for i in range(n)]
+
+
+def create_cache(url: str) -> str:
+    """A 20,000-token cache on the emulator at ``url``, which becomes the default connection."""
+    from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
+    from airflow_provider_ctxcache.hooks import ContextCacheHook
+
+    os.environ["AIRFLOW_CONN_CTXCACHE_DEFAULT"] = connection(url)
+    hook = ContextCacheHook()
+    try:
+        name = hook.create_cache(model=MODEL, contents=[text_of_tokens(20_000)], ttl="2h").name
+    finally:
+        hook.close()
+    assert name
+    return name
 
 
 def engine_rps(cache: str, n: int, concurrency: int, quota: Any = None) -> float:

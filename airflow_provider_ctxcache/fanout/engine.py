@@ -64,6 +64,7 @@ MAX_CONCURRENCY = 1024
 ERROR_TEXT_LIMIT = 500
 FAILURES_KEPT = 20
 KEEP_ALIVE_RECHECK = 5.0  # seconds between keep-alive looks at the expiry and the rate
+CONFIGS_KEPT = 256  # prepared generation configs a run keeps (one per distinct request config)
 # Log lines per HTTP request would bury the progress lines of a large run.
 CHATTY_LOGGERS = ("httpx", "httpx2", "google_genai.models")
 
@@ -317,6 +318,10 @@ class _Run:
         self.cache_tokens = cache_tokens
         self.pacer: Pacer | None = None
         self.backoff = Backoff(options.backoff_initial, options.backoff_max)
+        # Requests with equal configs share one config object (see prompts._ConfigPool): each is
+        # prepared for the cache once, not copied on every call. The object is kept beside its
+        # prepared form, so its id cannot be reused while the entry lives.
+        self.configs: dict[int, tuple[Any, Any]] = {}
 
     async def drive(self, requests: Iterable[PromptRequest], max_concurrency: int) -> None:
         # Read the connection once, before the workers start, instead of once per worker.
@@ -384,8 +389,20 @@ class _Run:
             return summary.failed > ratio * self.options.total
         return summary.requests >= 100 and summary.failed > ratio * summary.requests
 
+    def config_of(self, request: PromptRequest) -> Any:
+        given = request.config
+        found = self.configs.get(id(given))
+        if found is not None and found[0] is given:
+            return found[1]
+        prepared = self.hook.generation_config(given, self.cache_name)
+        if len(self.configs) >= CONFIGS_KEPT:
+            self.configs.clear()
+        self.configs[id(given)] = (given, prepared)
+        return prepared
+
     async def ask(self, request: PromptRequest) -> KeyResult:
         assert self.pacer is not None
+        config = self.config_of(request)
         attempt = 0
         while True:
             await self.wait_for_quota()
@@ -402,7 +419,7 @@ class _Run:
                         model=self.model,
                         contents=request.contents,
                         cache_name=self.cache_name,
-                        config=request.config,
+                        config=config,
                         retries=False,
                     )
                 finally:

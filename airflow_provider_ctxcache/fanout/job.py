@@ -35,7 +35,7 @@ from airflow_provider_ctxcache.fanout.outputs import (
 from airflow_provider_ctxcache.fanout.records import KeyResult, xcom_answer
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.model_facts import model_id
-from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, iter_normalized
+from airflow_provider_ctxcache.prompts import KEY_PREFIX, Entries, PromptRequest, iter_normalized
 
 XCOM_RESULTS_WITHOUT_OUTPUT = 1000
 
@@ -128,17 +128,21 @@ class FanoutJob:
             )
         return self.prompts
 
-    def _requests(self, source: InputFile | Sequence[Any]) -> Iterator[PromptRequest]:
+    def _requests(
+        self, source: InputFile | Sequence[Any], *, checked: bool = False
+    ) -> Iterator[PromptRequest]:
+        """The input's requests; ``checked``: the whole input passed a first, checking reading."""
         if isinstance(source, InputFile):
-            entries: Iterator[tuple[str, Any]] = ((f"input_uri line {n}", obj) for n, obj in source.lines())
+            entries = Entries(lambda: ((f"input_uri line {n}", obj) for n, obj in source.lines()))
         else:
-            entries = ((f"prompts[{i}]", prompt) for i, prompt in enumerate(source))
+            entries = Entries(lambda: ((f"prompts[{i}]", prompt) for i, prompt in enumerate(source)))
         return iter_normalized(
             entries,
             cache_name=self.cache_name,
             generation_config=self.generation_config,
             key_prefix=self.key_prefix,
             max_request_bytes=self.hook.backend.request_limit_bytes,
+            checked=checked,
         )
 
     def _storage(self) -> Any:
@@ -207,7 +211,7 @@ class FanoutJob:
             )
             options = dataclasses.replace(self.options, total=total - skipped, keep_results=sink is None)
             self._log("Quota: %s", options.quota.describe())
-            remaining = (r for r in self._requests(source) if r.key not in answered)
+            remaining = (r for r in self._requests(source, checked=True) if r.key not in answered)
             self._raise_if_stopped(sink)
             result = asyncio.run(
                 self._fan_out(
@@ -327,7 +331,7 @@ class FanoutJob:
     ) -> dict[str, Any] | None:
         """Answers for XCom, in input order: all without an output, else only when the output is small."""
         if sink is None:
-            keys = (request.key for request in self._requests(source))
+            keys = (request.key for request in self._requests(source, checked=True))
             return {key: result.results[key].to_dict() for key in keys if key in result.results}
         if total > self.xcom_results_limit:
             return None

@@ -186,6 +186,7 @@ class ResultSink(ABC):
         self.written = 0  # lines this attempt wrote
         self._seq = 0
         self._closed = False
+        self._lines_before: int | None = None  # lines the first scan found (None: not scanned)
 
     # -- names
 
@@ -252,6 +253,8 @@ class ResultSink(ABC):
                 else:
                     errored.add(kind[0])
         result.failed = errored - result.answered
+        if self._lines_before is None:
+            self._lines_before = result.lines
         return result
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -268,10 +271,15 @@ class ResultSink(ABC):
 
         A key keeps its first response if it has one, else its last error; superseded errors,
         duplicate responses and torn lines go. Only parts that change are rewritten. The part
-        being written is finished first, so later writes go to a new part.
+        being written is finished first, so later writes go to a new part. When :meth:`scan`
+        found the output empty and only this attempt's parts are there, there is nothing to do.
         """
         self._end_part()
         names = self._sorted_parts()
+        if self._lines_before == 0 and all(_part_order(name)[0] == self.attempt for name in names):
+            # The output was empty before this attempt, which wrote each key once: nothing to drop,
+            # and no per-key table to build (it would grow with the number of prompts).
+            return 0
         winners: dict[str, tuple[int, int, bool]] = {}  # key -> (part, line, is a response)
         counts = [0] * len(names)
         for part, name in enumerate(names):

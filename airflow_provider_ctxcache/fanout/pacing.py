@@ -33,7 +33,7 @@ import dataclasses
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 WINDOW_MARGIN = 0.02  # an answered request stays in the log this much longer than the service's window
@@ -366,7 +366,11 @@ def _quota_kind(quota_id: str | None) -> str | None:
 
 
 def estimate_prompt_tokens(contents: Any) -> int:
-    """A cheap upper-ish estimate of a prompt's tokens: characters / 4, files as one image."""
+    """A cheap upper-ish estimate of a prompt's tokens: characters / 4, files as one image.
+
+    Contents come as the SDK takes them: strings, ``types.Content``/``types.Part``, or the batch
+    format's dicts (camelCase or snake_case), which the fan-out sends unconverted.
+    """
     if isinstance(contents, str):
         return math.ceil(len(contents) / CHARS_PER_TOKEN)
     total = 0
@@ -375,11 +379,27 @@ def estimate_prompt_tokens(contents: Any) -> int:
         if isinstance(item, str):
             total += math.ceil(len(item) / CHARS_PER_TOKEN)
             continue
-        for part in getattr(item, "parts", None) or []:
-            if getattr(part, "text", None):
-                total += math.ceil(len(part.text) / CHARS_PER_TOKEN)
-            elif getattr(part, "inline_data", None) is not None and part.inline_data.data:
-                total += math.ceil(len(part.inline_data.data) / CHARS_PER_TOKEN)
-            elif getattr(part, "file_data", None) is not None:
-                total += FILE_TOKENS
+        parts = _field(item, "parts", "parts")
+        for part in parts if parts is not None else [item]:
+            total += _part_tokens(part)
     return total
+
+
+def _part_tokens(part: Any) -> int:
+    text = _field(part, "text", "text")
+    if text:
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+    inline = _field(part, "inline_data", "inlineData")
+    data = _field(inline, "data", "data") if inline is not None else None
+    if data:
+        return math.ceil(len(data) / CHARS_PER_TOKEN)
+    if _field(part, "file_data", "fileData") is not None:
+        return FILE_TOKENS
+    return 0
+
+
+def _field(item: Any, name: str, camel: str) -> Any:
+    if isinstance(item, Mapping):
+        value = item.get(name)
+        return item.get(camel) if value is None else value
+    return getattr(item, name, None)

@@ -31,7 +31,7 @@ from airflow_provider_ctxcache.fanout.outputs import (
     open_output,
 )
 from airflow_provider_ctxcache.fanout.uris import check_uri, child_uri, gcs_prefix, is_gcs, local_path
-from airflow_provider_ctxcache.prompts import KEY_PREFIX, PromptRequest, iter_normalized
+from airflow_provider_ctxcache.prompts import KEY_PREFIX, Entries, PromptRequest, iter_normalized
 from airflow_provider_ctxcache.safe_files import MissingPath, open_dir_beneath, open_dir_in
 from airflow_provider_ctxcache.safe_files import allowed_roots as checked_roots
 
@@ -102,16 +102,18 @@ def _requests(
             allowed_roots=allowed_roots,
             max_line_bytes=checks["max_request_bytes"],
         ) as source:
-            entries = ((f"input_uri line {n}", obj) for n, obj in source.lines())
-            yield from iter_normalized(entries, **checks)
+            yield from iter_normalized(
+                Entries(lambda: ((f"input_uri line {n}", obj) for n, obj in source.lines())), **checks
+            )
         return
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
         raise CtxCacheConfigError(
             f"prompts: a {type(prompts).__name__} is not a list of prompts; pass a list of strings "
             'or of batch requests {"key": ..., "request": {"contents": [...]}}.'
         )
-    entries = ((f"prompts[{i}]", prompt) for i, prompt in enumerate(prompts))
-    yield from iter_normalized(entries, **checks)
+    yield from iter_normalized(
+        Entries(lambda: ((f"prompts[{i}]", p) for i, p in enumerate(prompts))), **checks
+    )
 
 
 def _answered(

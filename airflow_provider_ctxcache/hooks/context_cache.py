@@ -362,7 +362,11 @@ class ContextCacheHook(BaseHook):
         config: Any = None,
         retries: bool = True,
     ) -> types.GenerateContentResponse:
-        """:meth:`generate`, async; ``retries=False``: one attempt, the caller retries."""
+        """:meth:`generate`, async; ``retries=False``: one attempt, the caller retries.
+
+        A ``config`` from :meth:`generation_config` for the same cache is sent as it is, without
+        the per-call copy: callers making many calls prepare each distinct config once.
+        """
         await self.aload_settings()
         check_not_shut_down(model)
         cache_name = self.cache_name(cache_name) if cache_name else None
@@ -372,6 +376,14 @@ class ContextCacheHook(BaseHook):
             return await client.aio.models.generate_content(
                 model=model, contents=contents, config=generation_config
             )
+
+    def generation_config(self, config: Any, cache_name: str | None) -> types.GenerateContentConfig:
+        """The config a call against ``cache_name`` sends: ``cached_content`` set, function calling off.
+
+        Checked and built here once; :meth:`agenerate` sends it unchanged (the SDK copies a config
+        before each call, so one object can serve every call, concurrent ones included).
+        """
+        return _generation_config(config, self.cache_name(cache_name) if cache_name else None)
 
     # -- the UI's Test button ----------------------------------------------------------------------
 
@@ -406,6 +418,8 @@ def _update_config(ttl: Any, expire_time: Any) -> types.UpdateCachedContentConfi
 
 
 def _generation_config(config: Any, cache_name: str | None) -> types.GenerateContentConfig:
+    if _prepared_for(config, cache_name):
+        return config  # type: ignore[no-any-return]
     if config is None:
         parsed = types.GenerateContentConfig()
     elif isinstance(config, types.GenerateContentConfig):
@@ -423,6 +437,19 @@ def _generation_config(config: Any, cache_name: str | None) -> types.GenerateCon
             raise ForbiddenWithCacheError(present)
         parsed.cached_content = cache_name
     return parsed
+
+
+def _prepared_for(config: Any, cache_name: str | None) -> bool:
+    """Whether ``config`` is what :func:`_generation_config` makes for ``cache_name`` already."""
+    return (
+        isinstance(config, types.GenerateContentConfig)
+        and config.automatic_function_calling is not None
+        and config.cached_content == cache_name
+        and (
+            cache_name is None
+            or (config.system_instruction is None and config.tools is None and config.tool_config is None)
+        )
+    )
 
 
 def _token_count(cache: types.CachedContent) -> int | None:

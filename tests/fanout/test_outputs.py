@@ -238,6 +238,29 @@ def test_compact_rewrites_only_parts_that_need_it(place: Place) -> None:
     assert place.names("out") == [clean, rewritten]
 
 
+def test_a_run_into_an_empty_output_has_nothing_to_compact_and_rewrites_nothing(place: Place) -> None:
+    sink = sink_at(place, part_size=2)
+    assert sink.scan().lines == 0
+    for key in "abc":
+        sink.write(answer(key))
+    sink.close()
+    versions = {name: place.version(f"out/{name}") for name in place.names("out")}
+
+    assert sink.compact() == 0
+    assert {name: place.version(f"out/{name}") for name in place.names("out")} == versions
+
+
+def test_an_attempt_that_wrote_beside_this_one_is_still_compacted(place: Place) -> None:
+    sink = sink_at(place)
+    assert sink.scan().lines == 0
+    sink.write(answer("a"))
+    with sink_at(place) as other:  # e.g. an earlier try still running
+        other.write(answer("a"))
+
+    assert sink.compact() == 1
+    assert [line["key"] for line in all_lines(place)] == ["a"]
+
+
 def test_compact_removes_a_part_left_empty(place: Place) -> None:
     with sink_at(place, part_size=1) as sink:
         sink.write(answer("a"))

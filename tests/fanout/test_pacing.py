@@ -12,9 +12,16 @@ import heapq
 import random
 
 import pytest
+from google.genai import types
 
 from airflow_provider_ctxcache.fanout import pacing
-from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, Ticket, estimate_prompt_tokens
+from airflow_provider_ctxcache.fanout.pacing import (
+    FILE_TOKENS,
+    Pacer,
+    QuotaLimits,
+    Ticket,
+    estimate_prompt_tokens,
+)
 
 WINDOW = 60.0
 SPAN = WINDOW * (1 + pacing.WINDOW_MARGIN)
@@ -322,3 +329,12 @@ def test_progress_names_the_binding_limit_and_the_achieved_rate(clock: Clock) ->
 def test_prompt_estimate_counts_characters_over_four() -> None:
     assert estimate_prompt_tokens("x" * 41) == 11
     assert estimate_prompt_tokens(["x" * 8, "y" * 4]) == 3
+
+
+def test_prompt_estimate_reads_batch_format_dicts_as_the_fan_out_sends_them() -> None:
+    camel = [{"role": "user", "parts": [{"text": "x" * 40}, {"fileData": {"fileUri": "gs://b/f.pdf"}}]}]
+    snake = [{"role": "user", "parts": [{"text": "x" * 40}, {"file_data": {"file_uri": "gs://b/f.pdf"}}]}]
+    models = [types.Content.model_validate(camel[0])]
+    assert estimate_prompt_tokens(camel) == estimate_prompt_tokens(snake) == estimate_prompt_tokens(models)
+    assert estimate_prompt_tokens(camel) == 10 + FILE_TOKENS
+    assert estimate_prompt_tokens([{"inlineData": {"mimeType": "text/plain", "data": "eHh4eA=="}}]) == 2

@@ -46,6 +46,35 @@ def test_agenerate_retries_only_when_asked(
     assert generate_calls(emulator) == calls
 
 
+def test_a_prepared_generation_config_serves_every_call_unchanged(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    hook = ContextCacheHook(make_conn("plain_prepared", **backend_extra("gemini_api", emulator)))
+    cache = hook.create_cache(model=MODEL, contents=[text_of_tokens(2100)], ttl="600s").name
+    assert cache
+    prepared = hook.generation_config({"temperature": 0.2}, cache)
+    assert hook.generation_config(prepared, cache) is prepared  # prepared once, never copied again
+
+    async def ask_twice() -> list[int | None]:
+        answers = []
+        for _ in range(2):
+            response = await hook.agenerate(
+                model=MODEL, contents="hi", cache_name=cache, config=prepared, retries=False
+            )
+            answers.append(
+                response.usage_metadata.cached_content_token_count if response.usage_metadata else None
+            )
+        await hook.aclose()
+        return answers
+
+    assert asyncio.run(ask_twice()) == [2100, 2100]
+    sent = [r["body"] for r in emulator.admin.requests() if r["op"] == "generate_content"]
+    assert [(b["cachedContent"], b["generationConfig"]["temperature"]) for b in sent] == [(cache, 0.2)] * 2
+    assert prepared.cached_content == cache
+    assert prepared.automatic_function_calling is not None
+    assert prepared.automatic_function_calling.disable
+
+
 def test_the_test_button_makes_one_list_call_on_a_failing_server(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
