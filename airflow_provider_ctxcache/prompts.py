@@ -146,7 +146,7 @@ def iter_normalized(
     base = config_fields(generation_config, "generation_config", cache_name=cache_name)
     configs = _ConfigPool()
     # A one-shot iterator cannot be read again to name a repeated key: its keys are kept exactly.
-    keys = None if checked else _SeenKeys(exact=iter(entries) is entries)
+    keys = None if checked else _SeenKeys(exact=isinstance(entries, Iterator))
     for index, (path, prompt) in enumerate(entries):
         positional = f"{key_prefix}{index:05d}"
         request = _one_prompt(

@@ -430,9 +430,7 @@ def _generation_config(config: Any, cache_name: str | None) -> types.GenerateCon
         # Tools live in the cache, never in these requests: the SDK's function-calling loop has nothing to do.
         parsed.automatic_function_calling = types.AutomaticFunctionCallingConfig(disable=True)
     if cache_name is not None:
-        present = [
-            f for f in ("system_instruction", "tools", "tool_config") if getattr(parsed, f) is not None
-        ]
+        present = _fields_forbidden_with_cache(parsed)
         if present:
             raise ForbiddenWithCacheError(present)
         parsed.cached_content = cache_name
@@ -445,11 +443,15 @@ def _prepared_for(config: Any, cache_name: str | None) -> bool:
         isinstance(config, types.GenerateContentConfig)
         and config.automatic_function_calling is not None
         and config.cached_content == cache_name
-        and (
-            cache_name is None
-            or (config.system_instruction is None and config.tools is None and config.tool_config is None)
-        )
+        and (cache_name is None or not _fields_forbidden_with_cache(config))
     )
+
+
+def _fields_forbidden_with_cache(config: types.GenerateContentConfig) -> list[str]:
+    """The fields set that the API refuses next to ``cached_content`` (they belong in the cache)."""
+    return [
+        name for name in ("system_instruction", "tools", "tool_config") if getattr(config, name) is not None
+    ]
 
 
 def _token_count(cache: types.CachedContent) -> int | None:
