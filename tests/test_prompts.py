@@ -213,6 +213,42 @@ def test_a_content_dict_is_checked_but_sent_as_the_dict_it_is() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"role": "user", "parts": [{"text": "q"}]},
+        {"role": "model", "parts": [{"text": "a"}, {"text": ""}]},
+        {"parts": [{"text": "no role"}]},
+    ],
+)
+def test_a_plain_text_turn_accepted_by_its_shape_is_one_the_sdk_model_accepts(
+    content: dict[str, Any],
+) -> None:
+    # Text-only turns skip the model's validation in the first reading; they must be ones it accepts.
+    from airflow_provider_ctxcache.prompts import _plain_text_turn
+
+    assert _plain_text_turn(content)
+    assert types.Content.model_validate(content).parts
+    (request,) = normalize_prompts([{"key": "k", "request": {"contents": [content]}}], cache_name=CACHE)
+    assert request.contents == [content]
+
+
+@pytest.mark.parametrize(
+    ("content", "path"),
+    [
+        ({"role": 7, "parts": [{"text": "q"}]}, "contents[0].role"),
+        ({"role": "user", "parts": [{"text": 7}]}, "contents[0].parts.0.text"),
+        ({"role": "user", "parts": [{"text": "q", "bogus": 1}]}, "contents[0].parts.0.bogus"),
+        ({"role": "user", "parts": [{"text": "q"}], "bogus": 1}, "contents[0].bogus"),
+    ],
+)
+def test_a_turn_outside_the_plain_text_shape_is_still_checked_by_the_sdk_model(
+    content: dict[str, Any], path: str
+) -> None:
+    message = refused([{"key": "k", "request": {"contents": [content]}}])
+    assert message.startswith(f"prompts[0].request.{path}:"), message
+
+
 def test_a_bare_part_dict_is_sent_as_a_part() -> None:
     (request,) = normalize_prompts([{"key": "k", "request": {"contents": [{"text": "q"}]}}], cache_name=CACHE)
     assert request.contents == [types.Part(text="q")]

@@ -36,7 +36,7 @@ class Usage:
     def of(cls, metadata: types.GenerateContentResponseUsageMetadata | None) -> Usage:
         if metadata is None:
             return cls()
-        return cls(**{f.name: int(getattr(metadata, f.name, None) or 0) for f in fields(cls)})
+        return cls(*(int(getattr(metadata, name, None) or 0) for name in _USAGE_FIELDS))
 
     @classmethod
     def from_rest(cls, metadata: dict[str, Any]) -> Usage:
@@ -49,8 +49,13 @@ class Usage:
         return cls(**{f.name: int(metadata.get(camel(f.name)) or 0) for f in fields(cls)})
 
     def add(self, other: Usage) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        """Called once per response: the fields spelled out, no reflection."""
+        self.prompt_token_count += other.prompt_token_count
+        self.cached_content_token_count += other.cached_content_token_count
+        self.candidates_token_count += other.candidates_token_count
+        self.thoughts_token_count += other.thoughts_token_count
+        self.tool_use_prompt_token_count += other.tool_use_prompt_token_count
+        self.total_token_count += other.total_token_count
 
     def to_dict(self) -> dict[str, int]:
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}
@@ -59,6 +64,9 @@ class Usage:
     def input_tokens(self) -> int:
         """What the quota and the bill count as input: the prompt (cache included) and tool-use tokens."""
         return self.prompt_token_count + self.tool_use_prompt_token_count
+
+
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))  # in the order Usage takes them
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from google.genai import types
 
 from airflow_provider_ctxcache.fanout.records import (
+    Usage,
     answer_of,
     error_record,
     response_json,
@@ -51,3 +54,25 @@ def test_an_error_line_reads_back_as_its_message() -> None:
     line = error_record("k", code=503, status="UNAVAILABLE", message="overloaded")
     assert line == {"key": "k", "error": {"code": 503, "status": "UNAVAILABLE", "message": "overloaded"}}
     assert xcom_answer(line) == {"error": "overloaded"}
+
+
+def test_adding_usages_sums_every_field_of_usage() -> None:
+    # add spells its fields out (it runs once per response): a field added to Usage must be summed too.
+    names = [f.name for f in dataclasses.fields(Usage)]
+    one = Usage(*range(1, len(names) + 1))
+    total = Usage(*(10 for _ in names))
+    total.add(one)
+    assert total.to_dict() == {name: 10 + value for name, value in one.to_dict().items()}
+
+
+def test_usage_of_a_response_reads_every_field_by_its_sdk_name() -> None:
+    metadata = types.GenerateContentResponseUsageMetadata(
+        prompt_token_count=20010,
+        cached_content_token_count=20000,
+        candidates_token_count=8,
+        thoughts_token_count=3,
+        tool_use_prompt_token_count=2,
+        total_token_count=20023,
+    )
+    assert Usage.of(metadata) == Usage(20010, 20000, 8, 3, 2, 20023)
+    assert Usage.of(None) == Usage()
