@@ -56,11 +56,15 @@ class CacheNotWorthItError(AirflowFailException, CtxCacheError):
     """The break-even advisor found the cache would cost more than it saves (``if_not_worth_it="fail"``)."""
 
 
+# The GenerateContentConfig fields the API refuses next to cachedContent: they belong in the cache.
+FIELDS_FORBIDDEN_WITH_CACHE = ("system_instruction", "tools", "tool_config")
+
+
 class ForbiddenWithCacheError(CtxCacheConfigError):
     """A request set system_instruction, tools or tool_config next to cachedContent."""
 
     def __init__(self, fields: list[str] | None = None, detail: str = "") -> None:
-        self.fields = fields or ["system_instruction", "tools", "tool_config"]
+        self.fields = fields or list(FIELDS_FORBIDDEN_WITH_CACHE)
         listed = ", ".join(self.fields)
         suffix = f" ({detail})" if detail else ""
         super().__init__(

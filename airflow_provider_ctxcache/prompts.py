@@ -32,14 +32,16 @@ from typing import Any
 import pydantic
 from google.genai import types
 
-from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, ForbiddenWithCacheError
+from airflow_provider_ctxcache.exceptions import (
+    FIELDS_FORBIDDEN_WITH_CACHE,
+    CtxCacheConfigError,
+    ForbiddenWithCacheError,
+)
 
 KEY_PREFIX = "prompt-"
 
 # Request fields that the API refuses next to cachedContent, in the spellings a user may write.
 _FORBIDDEN_REQUEST_FIELDS = ("systemInstruction", "system_instruction", "tools", "toolConfig", "tool_config")
-# The same fields as GenerateContentConfig knows them (by name).
-_FORBIDDEN_CONFIG_FIELDS = ("system_instruction", "tools", "tool_config")
 
 # Request fields (REST name, SDK name) that the SDK carries in GenerateContentConfig.
 _REQUEST_FIELDS_IN_CONFIG = {
@@ -292,7 +294,7 @@ def config_fields(value: Any, path: str, *, cache_name: str | None = None) -> di
             '{"temperature": 0.2, "max_output_tokens": 512} or a google.genai.types.GenerateContentConfig.'
         )
     fields = parsed.model_dump(exclude_unset=True, exclude_none=True)
-    present = [f"{path}.{name}" for name in _FORBIDDEN_CONFIG_FIELDS if name in fields]
+    present = [f"{path}.{name}" for name in FIELDS_FORBIDDEN_WITH_CACHE if name in fields]
     if present:
         raise ForbiddenWithCacheError(present)
     named = fields.pop("cached_content", None)

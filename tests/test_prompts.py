@@ -8,7 +8,13 @@ import pytest
 from google.genai import types
 
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, ForbiddenWithCacheError
-from airflow_provider_ctxcache.prompts import PromptRequest, cache_id, iter_normalized, normalize_prompts
+from airflow_provider_ctxcache.prompts import (
+    PromptRequest,
+    _plain_text_turn,
+    cache_id,
+    iter_normalized,
+    normalize_prompts,
+)
 
 CACHE = "cachedContents/abc"
 FORUM_LINE: dict[str, Any] = {
@@ -225,8 +231,6 @@ def test_a_plain_text_turn_accepted_by_its_shape_is_one_the_sdk_model_accepts(
     content: dict[str, Any],
 ) -> None:
     # Text-only turns skip the model's validation in the first reading; they must be ones it accepts.
-    from airflow_provider_ctxcache.prompts import _plain_text_turn
-
     assert _plain_text_turn(content)
     assert types.Content.model_validate(content).parts
     (request,) = normalize_prompts([{"key": "k", "request": {"contents": [content]}}], cache_name=CACHE)

@@ -21,6 +21,7 @@ from google.genai import Client, types
 from google.genai.errors import APIError
 
 from airflow_provider_ctxcache.exceptions import (
+    FIELDS_FORBIDDEN_WITH_CACHE,
     CacheNotFoundError,
     CtxCacheConfigError,
     ForbiddenWithCacheError,
@@ -449,9 +450,7 @@ def _prepared_for(config: Any, cache_name: str | None) -> bool:
 
 def _fields_forbidden_with_cache(config: types.GenerateContentConfig) -> list[str]:
     """The fields set that the API refuses next to ``cached_content`` (they belong in the cache)."""
-    return [
-        name for name in ("system_instruction", "tools", "tool_config") if getattr(config, name) is not None
-    ]
+    return [name for name in FIELDS_FORBIDDEN_WITH_CACHE if getattr(config, name) is not None]
 
 
 def _token_count(cache: types.CachedContent) -> int | None:
