@@ -55,7 +55,7 @@ from airflow_provider_ctxcache.exceptions import (
 )
 from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, Ticket
 from airflow_provider_ctxcache.fanout.records import KeyResult, Usage, answer_of
-from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.hooks import ContextCacheHook, async_connections_cap
 from airflow_provider_ctxcache.prompts import PromptRequest
 from airflow_provider_ctxcache.retry import Backoff, is_transient
 
@@ -341,6 +341,7 @@ class _Run:
         workers_needed = max_concurrency
         if isinstance(requests, Sized):
             workers_needed = max(1, min(max_concurrency, len(requests)))
+        self.warn_if_capped(workers_needed, max_concurrency)
         shared = iter(requests)
         workers = [asyncio.create_task(self.worker(shared)) for _ in range(workers_needed)]
         all_workers: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*workers))
@@ -370,6 +371,20 @@ class _Run:
         if fatal is not None:
             raise fatal
         self.log_progress(final=True)
+
+    def warn_if_capped(self, workers: int, max_concurrency: int) -> None:
+        """Says so when the client cannot put all ``workers`` calls on the wire at once."""
+        cap = async_connections_cap()
+        if cap is not None and workers > cap:
+            self.log.warning(
+                "max_concurrency=%d, but google-genai's httpx client keeps at most %d connections: "
+                "%d calls are on the wire at once and the rest wait in the client. Install "
+                "google-genai[aiohttp] (no connection cap) or set max_concurrency to %d or less.",
+                max_concurrency,
+                cap,
+                cap,
+                cap,
+            )
 
     async def worker(self, requests: Iterator[PromptRequest]) -> None:
         # One event loop thread: workers take turns on the shared iterator, never racing.

@@ -6,6 +6,7 @@ connection's settings into the pieces that decision uses, without branching on t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from typing import Any
@@ -19,6 +20,8 @@ from airflow_provider_ctxcache.hooks.settings import RETRY_STATUS_CODES, Connect
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 EMULATOR_TOKEN = "emulator"
 LOCAL_PROBE_SECONDS = 2.0
+HTTPX_POOL_CONNECTIONS = 100
+"""httpx's default pool, which google-genai's async client keeps: calls past it wait in the client."""
 
 
 def http_options(settings: ConnectionSettings, *, retry_attempts: int | None = None) -> types.HttpOptions:
@@ -35,6 +38,17 @@ def http_options(settings: ConnectionSettings, *, retry_attempts: int | None = N
             http_status_codes=list(RETRY_STATUS_CODES),
         ),
     )
+
+
+def async_connections_cap() -> int | None:
+    """How many calls google-genai's async client can have on the wire at once; None: no cap.
+
+    The SDK sends async calls over aiohttp whenever it is importable (``google-genai[aiohttp]``),
+    with a connector of no limit; else over httpx, whose default pool of 100 connections it keeps.
+    So over httpx a fan-out with ``max_concurrency`` above 100 still has 100 calls on the wire;
+    the rest wait inside the client. Measured, not assumed: see tests/fanout/test_engine.py.
+    """
+    return None if importlib.util.find_spec("aiohttp") is not None else HTTPX_POOL_CONNECTIONS
 
 
 def local_server_refuses(settings: ConnectionSettings) -> ConnectionRefusedError | None:

@@ -66,7 +66,8 @@ class GenerateWithCacheOperator(CtxCacheBaseOperator):
     :param model: the model to call (templated); by default the cache's own model.
     :param generation_config: ``GenerateContentConfig`` fields (camelCase or snake_case) every
         request starts from; a request's own ``generationConfig`` wins field by field (templated).
-    :param max_concurrency: calls in flight at once, 1..1024 (default 16).
+    :param max_concurrency: calls in flight at once, 1..1024 (default 16); over google-genai's
+        default httpx transport at most 100 are on the wire at once (the run warns above that).
     :param rpm_limit: requests per minute this task may send (default: the connection extra
         ``rpm_limit``). Quotas are per project and per model: mapped instances running at once
         share them, so give each its share (see ``fanout.shards.split_quota``).

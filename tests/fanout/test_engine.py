@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,9 +26,10 @@ from airflow_provider_ctxcache.fanout import (
     check_max_concurrency,
     run_fanout,
 )
-from airflow_provider_ctxcache.hooks import ContextCacheHook
+from airflow_provider_ctxcache.hooks import ContextCacheHook, async_connections_cap
 from airflow_provider_ctxcache.prompts import PromptRequest, normalize_prompts
 from tests.fanout.conftest import CACHE_TOKENS, MODEL, create_cache
+from tests.in_flight import peak_in_flight
 
 
 def questions(n: int) -> list[PromptRequest]:
@@ -314,3 +316,31 @@ def test_keep_alive_leaves_alone_a_cache_that_outlives_the_work(
     assert result.summary.succeeded == 6
     assert result.summary.keep_alive_extensions == 0
     assert emulator.admin.state()["counts"]["update_cache"] == 0
+
+
+OVER_HTTPX = async_connections_cap() is not None
+
+
+@pytest.mark.skipif(not OVER_HTTPX, reason="the SDK sends async calls over aiohttp here (no cap)")
+def test_over_httpx_calls_past_the_pool_of_100_wait_in_the_client_and_the_run_says_so(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = create_cache(gemini_hook)
+    emulator.admin.faults(latency_ms=1500, ops=["generate_content"])
+    with caplog.at_level(logging.WARNING), peak_in_flight(emulator, every=0.02) as peak:
+        result = fan_out(gemini_hook, name, questions(130), max_concurrency=130)
+    assert result.summary.succeeded == 130
+    assert result.summary.peak_in_flight == 130  # the engine had them all going ...
+    assert 0 < peak.value <= 100  # ... but the server never held more than the pool's 100
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("max_concurrency=130" in w and "at most 100 connections" in w for w in warnings), warnings
+
+
+def test_a_run_within_the_clients_connections_gives_no_cap_warning(
+    gemini_hook: ContextCacheHook, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = create_cache(gemini_hook)
+    with caplog.at_level(logging.WARNING):
+        result = fan_out(gemini_hook, name, questions(5), max_concurrency=1024)
+    assert result.summary.succeeded == 5
+    assert not [r for r in caplog.records if "connections" in r.getMessage()]
