@@ -398,7 +398,7 @@ class Comparison:
 
     @property
     def rps_ratio(self) -> float:
-        """The median of the rounds' engine/raw rates: the figure the 0.95x target is read on."""
+        """The median of the rounds' engine/raw rates: the figure each case's rate target is read on."""
         return statistics.median(self.rps_ratios)
 
     @property
