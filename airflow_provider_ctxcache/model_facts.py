@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import functools
 import re
 from collections.abc import Mapping
 
@@ -147,6 +148,15 @@ def lookup_keys(model: str) -> list[str]:
 
 def facts_for(model: str) -> ModelFacts | None:
     """The table's row for ``model`` (a ``-001`` version shares its family's row), or None."""
+    if isinstance(model, str):
+        return _facts_by_name(model)
+    return next((MODEL_FACTS[key] for key in lookup_keys(model) if key in MODEL_FACTS), None)
+
+
+@functools.lru_cache(maxsize=256)
+def _facts_by_name(model: str) -> ModelFacts | None:
+    # The fan-out checks its model on every call (``check_not_shut_down``): the table is fixed, so
+    # each spelling of a name is parsed (three regex passes) once per process, not once a call.
     return next((MODEL_FACTS[key] for key in lookup_keys(model) if key in MODEL_FACTS), None)
 
 

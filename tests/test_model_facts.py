@@ -340,6 +340,16 @@ def test_shut_down_is_judged_by_date() -> None:
     check_not_shut_down(UNKNOWN_MODEL, today=TODAY)
 
 
+def test_the_row_of_a_name_is_looked_up_once_but_the_verdict_follows_the_date() -> None:
+    """The fan-out checks its model on every call; the lookup is remembered per name, the date is not."""
+    name = "models/gemini-3-pro-preview"
+    assert facts_for(name) is facts_for(name) is MODEL_FACTS["gemini-3-pro-preview"]
+    check_not_shut_down(name, today=dt.date(2026, 3, 8))
+    with pytest.raises(CtxCacheConfigError, match="was shut down on 2026-03-09"):
+        check_not_shut_down(name, today=dt.date(2026, 3, 10))
+    check_not_shut_down(name, today=dt.date(2026, 3, 8))
+
+
 @pytest.mark.parametrize("backend", ["gemini_api", "vertex_ai"])
 def test_a_shut_down_model_is_refused_before_any_call_naming_its_replacement(
     backend: str,
