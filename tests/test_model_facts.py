@@ -23,6 +23,7 @@ from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.model_facts import (
     MODEL_FACTS,
     THINKING_DEFAULTS,
+    _facts_by_name,
     check_not_shut_down,
     facts_for,
     lookup_keys,
@@ -343,7 +344,10 @@ def test_shut_down_is_judged_by_date() -> None:
 def test_the_row_of_a_name_is_looked_up_once_but_the_verdict_follows_the_date() -> None:
     """The fan-out checks its model on every call; the lookup is remembered per name, the date is not."""
     name = "models/gemini-3-pro-preview"
-    assert facts_for(name) is facts_for(name) is MODEL_FACTS["gemini-3-pro-preview"]
+    assert facts_for(name) is MODEL_FACTS["gemini-3-pro-preview"]
+    hits = _facts_by_name.cache_info().hits
+    assert facts_for(name) is MODEL_FACTS["gemini-3-pro-preview"]
+    assert _facts_by_name.cache_info().hits == hits + 1
     check_not_shut_down(name, today=dt.date(2026, 3, 8))
     with pytest.raises(CtxCacheConfigError, match="was shut down on 2026-03-09"):
         check_not_shut_down(name, today=dt.date(2026, 3, 10))
