@@ -148,9 +148,8 @@ def lookup_keys(model: str) -> list[str]:
 
 def facts_for(model: str) -> ModelFacts | None:
     """The table's row for ``model`` (a ``-001`` version shares its family's row), or None."""
-    if isinstance(model, str):
-        return _facts_by_name(model)
-    return next((MODEL_FACTS[key] for key in lookup_keys(model) if key in MODEL_FACTS), None)
+    # Only names are remembered; anything else takes the same lookup uncached and fails as before.
+    return _facts_by_name(model) if isinstance(model, str) else _facts_by_name.__wrapped__(model)
 
 
 @functools.lru_cache(maxsize=256)
