@@ -19,16 +19,21 @@ write one JSONL answer line per key (``{"key", "response": {...}}``, the batch-o
 - ``raw``: what a careful team writes by hand with google-genai: one shared ``genai.Client``,
   ``concurrency`` asyncio workers pulling lines from one shared iterator over the input file,
   ``client.aio.models.generate_content(model, contents, config={"cached_content": cache})`` per
-  line, and one answer line per key built from ``response.text`` and ``usage_metadata``, written
-  to a buffered file.
+  line, and one answer line per key (the whole response as REST JSON, by the SDK's own
+  ``model_dump``), written to a buffered file.
 
 In each child the start-up comes first (imports, the client or operator, a warm-up of
 ``WARMUP_N`` requests from a separate input); then the clock starts: wall time, process CPU
 (``getrusage(RUSAGE_SELF)`` user + system), and RSS (``/proc/self/statm``) right after the
 start-up and at its peak during the run (a daemon thread samples it every 20 ms). The child
 then checks that its output answers every key of the input, so a broken side cannot look fast.
-The two sides alternate over ``--rounds`` rounds (default 5): each side's medians are reported,
-and engine/raw is the median of the rounds' own ratios (a round's two runs are back to back).
+In each of ``--rounds`` rounds (default 5) the two sides run at the same time, from one start
+(:func:`run_pair`): this VM's speed moves by a quarter from one second to the next, so two runs
+back to back do not see the same machine. Each side's rate and CPU per request are taken over
+the time both were running; each side's medians are reported, and engine/raw is the median of
+the rounds' own ratios. (The latency-bound case in :mod:`benchmarks.fanout` still alternates
+the sides with :func:`compare`: its figures are read against the concurrency / latency limit,
+which a side sharing the machine would not reach.)
 INFO logs are off on both sides (as in ``make bench``).
 
 Memory flatness: the engine's real path again, in fresh children at ``--rss-n`` and 10 x that
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -69,7 +75,10 @@ RSS_LATENCY_MS = 2
 WARMUP_N = 200
 SAMPLE_SECONDS = 0.02
 SIDES = ("engine", "raw")
+READY, GO = "ready", "go"  # a paired child's line when its start-up is done, and the parent's answer
+PAIR_SAMPLE_SECONDS = 0.1  # how often the parent reads a paired child's CPU and output size
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Summary figures of one child, and how they are combined over the rounds (all by median).
 FIGURES = ("seconds", "rps", "cpu_s", "cpu_per_request", "startup_rss_mb", "peak_rss_mb", "growth_mb")
 
@@ -197,7 +206,16 @@ class _TaskInstance:
         self.pushed[key] = value
 
 
-def engine_child(cache: str, source: Path, warmup: Path, output: Path, concurrency: int) -> dict[str, float]:
+def wait_for_go() -> None:
+    """Tells the parent this child's start-up is done, and waits for the word to start (paired runs)."""
+    print(READY, flush=True)
+    if sys.stdin.readline().strip() != GO:
+        raise RuntimeError("the parent went away before the start")
+
+
+def engine_child(
+    cache: str, source: Path, warmup: Path, output: Path, concurrency: int, paired: bool = False
+) -> dict[str, float]:
     from airflow_provider_ctxcache.operators.generate import GenerateWithCacheOperator
 
     roots = [str(output.parent)]
@@ -220,6 +238,8 @@ def engine_child(cache: str, source: Path, warmup: Path, output: Path, concurren
     shutil.rmtree(warm_out)
     task = operator(source, output)
     n = count_lines(source)
+    if paired:
+        wait_for_go()
     with Measurement(n) as measurement:
         returned = task.execute(context())
     assert returned["summary"]["succeeded"] == n, returned["summary"]
@@ -271,7 +291,7 @@ async def raw_pool(client: Any, cache: str, source: Path, target: Path, concurre
 
 
 def raw_child(
-    url: str, cache: str, source: Path, warmup: Path, output: Path, concurrency: int
+    url: str, cache: str, source: Path, warmup: Path, output: Path, concurrency: int, paired: bool = False
 ) -> dict[str, float]:
     from google import genai
     from google.genai import types
@@ -285,6 +305,8 @@ def raw_child(
         warm_out = output.with_name(output.name + "-warmup")
         await raw_pool(client, cache, warmup, warm_out, concurrency)
         warm_out.unlink()
+        if paired:
+            wait_for_go()
         with Measurement(n) as measurement:
             await raw_pool(client, cache, source, output, concurrency)
         await client.aio.aclose()
@@ -300,9 +322,9 @@ def child(args: argparse.Namespace) -> None:
     os.environ["AIRFLOW_CONN_CTXCACHE_DEFAULT"] = connection(args.url)
     source, warmup, output = Path(args.input), Path(args.warmup), Path(args.output)
     if args.child == "engine":
-        figures = engine_child(args.cache, source, warmup, output, args.concurrency)
+        figures = engine_child(args.cache, source, warmup, output, args.concurrency, args.paired)
     else:
-        figures = raw_child(args.url, args.cache, source, warmup, output, args.concurrency)
+        figures = raw_child(args.url, args.cache, source, warmup, output, args.concurrency, args.paired)
     print(json.dumps({"side": args.child, **figures}))
 
 
@@ -314,25 +336,7 @@ def run_child(
 ) -> dict[str, float]:
     """One fresh child process; its output is removed once it has been checked there."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.cpu",
-            "--child",
-            side,
-            "--url",
-            url,
-            "--cache",
-            cache,
-            "--input",
-            str(source),
-            "--warmup",
-            str(warmup),
-            "--output",
-            str(output),
-            "--concurrency",
-            str(concurrency),
-        ],
+        child_command(side, url, cache, source, warmup, output, concurrency),
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -349,6 +353,153 @@ def run_child(
     return figures
 
 
+def child_command(
+    side: str, url: str, cache: str, source: Path, warmup: Path, output: Path, concurrency: int
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.cpu",
+        "--child",
+        side,
+        "--url",
+        url,
+        "--cache",
+        cache,
+        "--input",
+        str(source),
+        "--warmup",
+        str(warmup),
+        "--output",
+        str(output),
+        "--concurrency",
+        str(concurrency),
+    ]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process so far (``/proc/PID/stat``), in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15 of the file)
+
+
+def output_bytes(output: Path) -> int:
+    """Bytes written so far: the raw pool's file, or the engine's output parts."""
+    if output.is_dir():
+        return sum(entry.stat().st_size for entry in os.scandir(output) if entry.is_file())
+    return output.stat().st_size if output.exists() else 0
+
+
+@dataclasses.dataclass
+class _Sample:
+    at: float
+    cpu: dict[str, float]
+    written: dict[str, int]
+
+
+def run_pair(
+    url: str, cache: str, source: Path, warmup: Path, outputs: dict[str, Path], concurrency: int
+) -> dict[str, dict[str, float]]:
+    """Both sides at once, in fresh children, from one start: each one's rate and CPU per request
+    over the time both were running.
+
+    Each child does its start-up and warm-up, says so, and waits; the parent starts both at the
+    same moment and samples each one's CPU (``/proc/PID/stat``) and output size every
+    ``PAIR_SAMPLE_SECONDS``. The window ends when the first side has written its last answer;
+    each side's requests in it are its output bytes then over its final bytes, times N. So both
+    sides are measured on the same machine at the same minutes, which this VM's speed (varying
+    by a quarter from one second to the next) does not allow two runs in a row.
+    """
+    n = count_lines(source)
+    folder = next(iter(outputs.values())).parent
+    children: dict[str, subprocess.Popen[str]] = {}
+    stdout: dict[str, Path] = {}
+    logs: list[Any] = []
+    try:
+        for side in SIDES:
+            # Files, not pipes: a child never blocks on a full pipe while the parent samples.
+            stdout[side] = folder / f"{side}.stdout"
+            out, err = stdout[side].open("w"), (folder / f"{side}.stderr").open("w")
+            logs += [out, err]
+            children[side] = subprocess.Popen(
+                [*child_command(side, url, cache, source, warmup, outputs[side], concurrency), "--paired"],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                text=True,
+                cwd=REPO,
+                env=os.environ.copy(),
+            )
+        while not all(READY in _lines(stdout[side]) for side in SIDES):
+            for side, process in children.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"the {side} child ended before its start:\n{_stderr(folder, side)}")
+            time.sleep(PAIR_SAMPLE_SECONDS)
+        samples: list[_Sample] = []
+        cpu_now = dict.fromkeys(SIDES, 0.0)
+
+        def sample() -> None:
+            for side, process in children.items():
+                # A child that has ended (and been reaped) keeps its last reading.
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    cpu_now[side] = process_cpu_seconds(process.pid)
+            written = {side: output_bytes(outputs[side]) for side in SIDES}
+            samples.append(_Sample(time.perf_counter(), dict(cpu_now), written))
+
+        sample()
+        for process in children.values():
+            assert process.stdin is not None
+            process.stdin.write(GO + "\n")
+            process.stdin.flush()
+        while any(process.poll() is None for process in children.values()):
+            time.sleep(PAIR_SAMPLE_SECONDS)
+            sample()
+        reports: dict[str, dict[str, float]] = {}
+        for side, process in children.items():
+            if process.wait() != 0:
+                raise RuntimeError(
+                    f"the {side} child failed ({process.returncode}):\n{_stderr(folder, side)}"
+                )
+            reports[side] = json.loads(_lines(stdout[side])[-1])
+        final = {side: output_bytes(outputs[side]) for side in SIDES}
+    finally:
+        for process in children.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+    start = samples[0]
+    # The first sample where one side had written everything: from then on it no longer competes.
+    # Each child checks its output before it ends, so such a sample is taken while both are alive.
+    end = next((s for s in samples[1:] if any(s.written[side] >= final[side] for side in SIDES)), samples[-1])
+    figures: dict[str, dict[str, float]] = {}
+    for side in SIDES:
+        done = n * end.written[side] / final[side]
+        seconds, cpu = end.at - start.at, end.cpu[side] - start.cpu[side]
+        figures[side] = {
+            **{key: reports[side][key] for key in ("startup_rss_mb", "peak_rss_mb", "growth_mb")},
+            "n": n,
+            "window_requests": done,
+            "seconds": seconds,
+            "rps": done / seconds,
+            "cpu_s": cpu,
+            "cpu_per_request": cpu / done,
+        }
+    for output in outputs.values():
+        shutil.rmtree(output) if output.is_dir() else output.unlink(missing_ok=True)
+    return figures
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _stderr(folder: Path, side: str, chars: int = 4000) -> str:
+    return (folder / f"{side}.stderr").read_text(encoding="utf-8")[-chars:]
+
+
 def compare(
     emulator: Any,
     cache: str,
@@ -358,16 +509,31 @@ def compare(
     concurrency: int,
     latency_ms: int,
     rounds: int = ROUNDS,
+    together: bool = False,
 ) -> Comparison:
-    """Engine and raw pool alternately in fresh children, ``rounds`` each: medians and paired ratios."""
+    """``rounds`` rounds of engine against raw pool, in fresh children: medians and each round's ratios.
+
+    ``together``: a round's two sides run at the same time (:func:`run_pair`); otherwise one after
+    the other, the engine first in even rounds and the raw pool first in odd ones.
+    """
     emulator.admin.faults(latency_ms=latency_ms, ops=["generate_content"])
     source = write_input(folder / f"in-{n}.jsonl", n)
     warmup = write_input(folder / "warmup.jsonl", WARMUP_N, key_prefix="warm")
     runs: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
     for round_ in range(rounds):
-        for side in SIDES if round_ % 2 == 0 else reversed(SIDES):
-            output = folder / (f"out-{side}-{round_}" + ("" if side == "engine" else ".jsonl"))
-            runs[side].append(run_child(side, emulator.url, cache, source, warmup, output, concurrency))
+        outputs = {
+            side: folder / (f"out-{side}-{round_}" + ("" if side == "engine" else ".jsonl")) for side in SIDES
+        }
+        if together:
+            pair = run_pair(emulator.url, cache, source, warmup, outputs, concurrency)
+        else:
+            order = SIDES if round_ % 2 == 0 else SIDES[::-1]
+            pair = {
+                side: run_child(side, emulator.url, cache, source, warmup, outputs[side], concurrency)
+                for side in order
+            }
+        for side in SIDES:
+            runs[side].append(pair[side])
     sides = {side: {key: statistics.median(r[key] for r in runs[side]) for key in FIGURES} for side in SIDES}
     return Comparison(
         sides["engine"],
@@ -421,7 +587,14 @@ def run(
     folder = Path(tempfile.mkdtemp(prefix="ctxcache-bench-cpu-"))
     try:
         sides = compare(
-            emulator, cache, folder, n=n, concurrency=concurrency, latency_ms=latency_ms, rounds=rounds
+            emulator,
+            cache,
+            folder,
+            n=n,
+            concurrency=concurrency,
+            latency_ms=latency_ms,
+            rounds=rounds,
+            together=True,
         )
         engine, raw = sides.engine, sides.raw
         figures: dict[str, Any] = {
@@ -466,6 +639,8 @@ def print_table(f: dict[str, Any]) -> None:
     print(
         f"\nCPU-bound fan-out: N={f['cpu_n']}, concurrency={f['cpu_concurrency']}, "
         f"latency={f['cpu_latency_ms']} ms, JSONL in and out ({f['cpu_rounds']} rounds: medians)\n"
+        "both sides run at the same time in each round, from one start; req/s and CPU are each side's\n"
+        "over the time both were running (until the first had answered every key)\n"
     )
     print(f"{'':30}{'req/s':>8}{'CPU s/1000 req':>16}{'RSS after start-up':>20}{'peak RSS':>10}{'growth':>9}")
     for label, side in (("engine (operator's path)", "engine"), ("raw google-genai worker pool", "raw_sdk")):
@@ -524,6 +699,7 @@ def main() -> int:
     parser.add_argument("--rss-latency-ms", type=int, default=RSS_LATENCY_MS)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--paired", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--url", "--cache", "--input", "--warmup", "--output"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args()
