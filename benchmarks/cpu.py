@@ -385,9 +385,9 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def output_bytes(output: Path) -> int:
-    """Bytes written so far: the raw pool's file, or the engine's output parts."""
+    """Answer bytes written so far: the raw pool's file, or the engine's output parts."""
     if output.is_dir():
-        return sum(entry.stat().st_size for entry in os.scandir(output) if entry.is_file())
+        return sum(part.stat().st_size for part in output.glob("part-*.jsonl"))
     return output.stat().st_size if output.exists() else 0
 
 
@@ -408,7 +408,7 @@ def run_pair(
     same moment and samples each one's CPU (``/proc/PID/stat``) and output size every
     ``PAIR_SAMPLE_SECONDS``. The window ends when the first side has written its last answer;
     each side's requests in it are its output bytes then over its final bytes, times N. So both
-    sides are measured on the same machine at the same minutes, which this VM's speed (varying
+    sides are measured on the same machine in the same seconds, which this VM's speed (varying
     by a quarter from one second to the next) does not allow two runs in a row.
     """
     n = count_lines(source)
