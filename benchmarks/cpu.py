@@ -345,12 +345,17 @@ def run_child(
     )
     if done.returncode != 0:
         raise RuntimeError(f"the {side} child failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    remove_output(output)
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def remove_output(output: Path) -> None:
+    """A side's output once its child has checked it: the engine's folder of parts, or the raw file."""
     if output.is_dir():
         shutil.rmtree(output)
     else:
         output.unlink(missing_ok=True)
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
 
 
 def child_command(
@@ -411,7 +416,6 @@ def run_pair(
     sides are measured on the same machine in the same seconds, which this VM's speed (varying
     by a quarter from one second to the next) does not allow two runs in a row.
     """
-    n = count_lines(source)
     folder = next(iter(outputs.values())).parent
     children: dict[str, subprocess.Popen[str]] = {}
     stdout: dict[str, Path] = {}
@@ -476,6 +480,7 @@ def run_pair(
     end = next((s for s in samples[1:] if any(s.written[side] >= final[side] for side in SIDES)), samples[-1])
     figures: dict[str, dict[str, float]] = {}
     for side in SIDES:
+        n = int(reports[side]["n"])  # the child counted its input for its own check
         done = n * end.written[side] / final[side]
         seconds, cpu = end.at - start.at, end.cpu[side] - start.cpu[side]
         figures[side] = {
@@ -488,7 +493,7 @@ def run_pair(
             "cpu_per_request": cpu / done,
         }
     for output in outputs.values():
-        shutil.rmtree(output) if output.is_dir() else output.unlink(missing_ok=True)
+        remove_output(output)
     return figures
 
 
