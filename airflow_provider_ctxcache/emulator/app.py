@@ -146,6 +146,7 @@ def _endpoint(
                     status=RESET_STATUS,
                     body=body,
                     body_size=len(raw),
+                    server_timeout=request.headers.get("x-server-timeout"),
                 )
             return DroppedConnection()
         except ApiError as error:
@@ -161,6 +162,7 @@ def _endpoint(
                 status=response.status_code,
                 body=body,
                 body_size=len(raw),
+                server_timeout=request.headers.get("x-server-timeout"),
             )
             if call is not None and 200 <= response.status_code < 300:
                 for event in call.events:

@@ -51,9 +51,18 @@ class EmulatorState:
         return with_min_tokens(MODEL_FACTS, self.min_tokens)
 
     def record(
-        self, *, op: str, method: str, path: str, status: int | str, body: Any, body_size: int
+        self,
+        *,
+        op: str,
+        method: str,
+        path: str,
+        status: int | str,
+        body: Any,
+        body_size: int,
+        server_timeout: str | None = None,
     ) -> None:
-        """Count one API request and append it to the log (headers are never kept).
+        """Count one API request and append it to the log (headers are never kept, but for the
+        deadline the client sent in ``X-Server-Timeout``, a number of seconds).
 
         ``status`` is the HTTP status, or ``"reset"`` for a connection dropped without one.
         """
@@ -69,6 +78,7 @@ class EmulatorState:
                 "op": op,
                 "status": status,
                 "body": body,
+                "server_timeout": server_timeout,
             }
         )
 

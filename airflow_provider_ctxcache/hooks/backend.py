@@ -73,8 +73,9 @@ class Backend(ABC):
     # -- client ------------------------------------------------------------------------------------
 
     @abstractmethod
-    def build_client(self, *, retry_attempts: int | None = None) -> Client:
-        """A google-genai client for this connection; ``retry_attempts`` overrides the connection's."""
+    def build_client(self, *, retry_attempts: int | None = None, caller_deadline: bool = False) -> Client:
+        """A google-genai client for this connection; ``retry_attempts`` overrides the connection's;
+        ``caller_deadline``: see :func:`.client.http_options`."""
 
     def storage_credentials(self) -> Any:
         """Credentials for Cloud Storage; None means Application Default Credentials."""
@@ -198,8 +199,8 @@ class DeveloperApi(Backend):
     allows_gs_uris = False
     credentials_hint = "Put the API key in the connection's password field."
 
-    def build_client(self, *, retry_attempts: int | None = None) -> Client:
-        options = http_options(self.settings, retry_attempts=retry_attempts)
+    def build_client(self, *, retry_attempts: int | None = None, caller_deadline: bool = False) -> Client:
+        options = http_options(self.settings, retry_attempts=retry_attempts, caller_deadline=caller_deadline)
         return Client(vertexai=False, api_key=self.settings.api_key, http_options=options)
 
     def describe(self) -> str:
@@ -260,13 +261,15 @@ class VertexAi(Backend):
         "Set extra.service_account_json, extra.key_path, or Application Default Credentials on the worker."
     )
 
-    def build_client(self, *, retry_attempts: int | None = None) -> Client:
+    def build_client(self, *, retry_attempts: int | None = None, caller_deadline: bool = False) -> Client:
         return Client(
             vertexai=True,
             project=self.settings.project,
             location=self.settings.location,
             credentials=google_credentials(self.settings),
-            http_options=http_options(self.settings, retry_attempts=retry_attempts),
+            http_options=http_options(
+                self.settings, retry_attempts=retry_attempts, caller_deadline=caller_deadline
+            ),
         )
 
     def storage_credentials(self) -> Any:

@@ -8,6 +8,7 @@ out, reporting costs) belongs to the operators and the fan-out engine that call 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import time
@@ -34,6 +35,7 @@ from airflow_provider_ctxcache.model_facts import check_not_shut_down
 from airflow_provider_ctxcache.retry import Backoff, nothing_made, server_hint, will_not_heal
 from airflow_provider_ctxcache.validation import api_duration, one_expiry, parse_expire_time, parse_ttl
 
+_CLIENTS = ("_client", "_single_attempt_client", "_deadline_client")  # built on first use
 DEFAULT_PAGE_SIZE = 100
 
 
@@ -56,8 +58,8 @@ class ContextCacheHook(BaseHook):
     :param retry_attempts: overrides the connection's retry count for this hook's calls.
 
     ``agenerate(..., retries=False)`` makes one attempt and leaves retrying to the caller (the
-    fan-out engine, which honours the server's retryDelay); creates always do (see
-    :meth:`create_cache`). Both use a second client of this hook without SDK retries.
+    fan-out engine, which honours the server's retryDelay), within the connection's ``timeout``;
+    creates always do (see :meth:`create_cache`). Each uses a client of this hook without SDK retries.
     """
 
     conn_name_attr = "ctxcache_conn_id"
@@ -112,13 +114,13 @@ class ContextCacheHook(BaseHook):
         self.log.info("Gemini client for connection %r: %s", self.ctxcache_conn_id, self.backend.describe())
         return self._build(self.retry_attempts)
 
-    def _build(self, retry_attempts: int | None) -> Client:
+    def _build(self, retry_attempts: int | None, *, caller_deadline: bool = False) -> Client:
         backend = self.backend
         refused = local_server_refuses(self.settings)
         if refused is not None:  # the emulator is not running: no use retrying for 17 s
             raise backend.unreachable(refused) or refused
         try:
-            return backend.build_client(retry_attempts=retry_attempts)
+            return backend.build_client(retry_attempts=retry_attempts, caller_deadline=caller_deadline)
         except CtxCacheConfigError:
             raise
         except Exception as error:  # e.g. google.auth's DefaultCredentialsError when ADC is missing
@@ -135,20 +137,26 @@ class ContextCacheHook(BaseHook):
 
     @cached_property
     def _single_attempt_client(self) -> Client:
-        """Without SDK retries: for creates (see :meth:`_create_once`), the fan-out's calls and the
-        Test button. Retrying in the SDK would multiply the caller's own attempts."""
+        """Without SDK retries: for creates (see :meth:`_create_once`) and the Test button.
+        Retrying in the SDK would multiply the caller's own attempts."""
         return self._client if self.retry_attempts == 1 else self._build(1)
 
+    @cached_property
+    def _deadline_client(self) -> Client:
+        """One attempt and no transport timeout, for ``agenerate(retries=False)`` (the fan-out's
+        calls), which bounds each call with one deadline of its own: see ``http_options``."""
+        return self._build(1, caller_deadline=True)
+
     def _clients(self) -> list[Client]:
-        built = (self.__dict__.get("_client"), self.__dict__.get("_single_attempt_client"))
+        built = (self.__dict__.get(name) for name in _CLIENTS)
         return list({id(c): c for c in built if c is not None}.values())
 
     def close(self) -> None:
         """Closes the clients; a later call builds new ones."""
         for client in self._clients():
             client.close()
-        self.__dict__.pop("_client", None)
-        self.__dict__.pop("_single_attempt_client", None)
+        for name in _CLIENTS:
+            self.__dict__.pop(name, None)
 
     async def aclose(self) -> None:
         """Closes the async clients; they belong to the event loop they first ran in."""
@@ -372,11 +380,21 @@ class ContextCacheHook(BaseHook):
         check_not_shut_down(model)
         cache_name = self.cache_name(cache_name) if cache_name else None
         generation_config = _generation_config(config, cache_name)
-        client = self._client if retries else self._single_attempt_client
         with self._api_errors(cache_name=cache_name, model=model):
-            return await client.aio.models.generate_content(
-                model=model, contents=contents, config=generation_config
-            )
+            if retries:
+                return await self._client.aio.models.generate_content(
+                    model=model, contents=contents, config=generation_config
+                )
+            seconds = self.settings.timeout_seconds
+            try:
+                async with asyncio.timeout(seconds):
+                    return await self._deadline_client.aio.models.generate_content(
+                        model=model, contents=contents, config=generation_config
+                    )
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no answer within {seconds:g} s (the connection's extra.timeout)"
+                ) from None
 
     def generation_config(self, config: Any, cache_name: str | None) -> types.GenerateContentConfig:
         """The config a call against ``cache_name`` sends: ``cached_content`` set, function calling off.

@@ -29,6 +29,7 @@ from airflow_provider_ctxcache.fanout import (
 from airflow_provider_ctxcache.hooks import ContextCacheHook, async_connections_cap
 from airflow_provider_ctxcache.prompts import PromptRequest, normalize_prompts
 from tests.fanout.conftest import CACHE_TOKENS, MODEL, create_cache
+from tests.hooks.conftest import ConnFactory, backend_extra
 from tests.in_flight import peak_in_flight
 
 
@@ -344,3 +345,39 @@ def test_a_run_within_the_clients_connections_gives_no_cap_warning(
         result = fan_out(gemini_hook, name, questions(5), max_concurrency=1024)
     assert result.summary.succeeded == 5
     assert not [r for r in caplog.records if "connections" in r.getMessage()]
+
+
+def test_a_call_that_outlives_the_connections_timeout_is_asked_again(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    hook = ContextCacheHook(make_conn("fanout_deadline", timeout=1, **backend_extra("gemini_api", emulator)))
+    name = create_cache(hook)
+    # Only the first call is slow: its attempt ends at the 1 s deadline, the second is answered.
+    emulator.admin.faults(latency_ms=5000, ops=["generate_content"], for_requests=1)
+
+    result = fan_out(hook, name, questions(1), max_concurrency=1, options=FanoutOptions(backoff_initial=0.01))
+
+    [answer] = result.results.values()
+    assert (answer.ok, answer.attempts) == (True, 2)
+    assert result.summary.retries == 1
+
+
+def test_a_call_that_never_answers_in_time_fails_its_key_naming_the_timeout(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    hook = ContextCacheHook(make_conn("fanout_no_time", timeout=1, **backend_extra("gemini_api", emulator)))
+    name = create_cache(hook)
+    emulator.admin.faults(latency_ms=5000, ops=["generate_content"])
+
+    result = fan_out(
+        hook,
+        name,
+        questions(1),
+        max_concurrency=1,
+        options=FanoutOptions(max_attempts=2, backoff_initial=0.01, max_failure_ratio=1.0),
+    )
+
+    [answer] = result.results.values()
+    assert answer.attempts == 2
+    assert answer.error is not None
+    assert "no answer within 1 s (the connection's extra.timeout)" in answer.error

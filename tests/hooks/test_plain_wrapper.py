@@ -109,3 +109,26 @@ def test_deleting_a_cache_through_the_hook_leaves_its_staged_files_to_the_operat
     state = emulator.admin.state()
     assert state["caches"] == []
     assert [f["sizeBytes"] for f in state["files"]] == [str(11 * MB)]
+
+
+def test_a_single_attempt_call_ends_at_the_connections_timeout(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    hook = ContextCacheHook(make_conn("plain_deadline", timeout=1, **backend_extra("gemini_api", emulator)))
+    emulator.admin.faults(latency_ms=5000, ops=["generate_content"])
+
+    with pytest.raises(TimeoutError, match=r"no answer within 1 s \(the connection's extra.timeout\)"):
+        asyncio.run(hook.agenerate(model=MODEL, contents="hi", retries=False))
+
+
+@pytest.mark.parametrize("retries", [False, True], ids=["single-attempt", "with-retries"])
+def test_every_call_tells_the_service_its_deadline(
+    emulator: EmulatorProcess, make_conn: ConnFactory, retries: bool
+) -> None:
+    conn = make_conn(f"plain_header_{retries}", timeout=7.5, **backend_extra("gemini_api", emulator))
+    hook = ContextCacheHook(conn)
+
+    asyncio.run(hook.agenerate(model=MODEL, contents="hi", retries=retries))
+
+    [call] = [r for r in emulator.admin.requests() if r["op"] == "generate_content"]
+    assert call["server_timeout"] == "8"  # whole seconds, rounded up, as google-genai sends it
