@@ -134,6 +134,7 @@ def iter_normalized(
     key_prefix: str = KEY_PREFIX,
     max_request_bytes: int | None = None,
     checked: bool = False,
+    fingerprints: Iterator[str] | None = None,
 ) -> Iterator[PromptRequest]:
     """Check and yield prompts one at a time, for inputs too large to hold (a JSONL file).
 
@@ -144,6 +145,8 @@ def iter_normalized(
     :param checked: these entries passed an unchecked pass already (the fan-out reads its input
         twice: once to check it all before any call, then to send it); the contents are not
         validated against the SDK's models again and duplicate keys are not looked for.
+    :param fingerprints: the fingerprints an earlier reading of the same entries gave, in order
+        (see ``fanout.fingerprints``); each request takes the next instead of hashing its prompt.
     """
     base = config_fields(generation_config, "generation_config", cache_name=cache_name)
     configs = _ConfigPool()
@@ -160,6 +163,7 @@ def iter_normalized(
             configs=configs,
             checked=checked,
             max_request_bytes=max_request_bytes,
+            fingerprint=None if fingerprints is None else next(fingerprints),
         )
         if keys is not None:
             keys.add(request.key, path)
@@ -334,11 +338,13 @@ def _one_prompt(
     configs: _ConfigPool,
     checked: bool = False,
     max_request_bytes: int | None = None,
+    fingerprint: str | None = None,
 ) -> PromptRequest:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise CtxCacheConfigError(f"{path}: the prompt is an empty string; give the question's text.")
-        fingerprint = _fingerprint(prompt, path, positional_key, max_request_bytes)
+        if fingerprint is None:
+            fingerprint = _fingerprint(prompt, path, positional_key, max_request_bytes)
         return configs.request(positional_key, prompt, base, fingerprint)
     if not isinstance(prompt, Mapping):
         raise CtxCacheConfigError(
@@ -405,7 +411,8 @@ def _one_prompt(
         if raw_config
         else {}
     )
-    fingerprint = _fingerprint(prompt, path, key, max_request_bytes)
+    if fingerprint is None:
+        fingerprint = _fingerprint(prompt, path, key, max_request_bytes)
     return configs.request(key, contents, {**base, **own_fields} if own_fields else base, fingerprint)
 
 

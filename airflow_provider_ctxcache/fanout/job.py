@@ -24,6 +24,7 @@ from typing import Any
 from airflow_provider_ctxcache.costs import ModelPrice, fanout_report, find_price
 from airflow_provider_ctxcache.exceptions import CtxCacheConfigError, FanoutStoppedError
 from airflow_provider_ctxcache.fanout.engine import FanoutOptions, FanoutResult, run_fanout
+from airflow_provider_ctxcache.fanout.fingerprints import FingerprintSpool
 from airflow_provider_ctxcache.fanout.inputs import InputFile, open_input
 from airflow_provider_ctxcache.fanout.outputs import (
     DEFAULT_FLUSH_SECONDS,
@@ -129,9 +130,14 @@ class FanoutJob:
         return self.prompts
 
     def _requests(
-        self, source: InputFile | Sequence[Any], *, checked: bool = False
+        self,
+        source: InputFile | Sequence[Any],
+        *,
+        checked: bool = False,
+        fingerprints: Iterator[str] | None = None,
     ) -> Iterator[PromptRequest]:
-        """The input's requests; ``checked``: the whole input passed a first, checking reading."""
+        """The input's requests; ``checked``: the whole input passed a first, checking reading,
+        whose ``fingerprints`` (when given) the requests take instead of hashing themselves again."""
         if isinstance(source, InputFile):
             entries = Entries(lambda: ((f"input_uri line {n}", obj) for n, obj in source.lines()))
         else:
@@ -143,6 +149,7 @@ class FanoutJob:
             key_prefix=self.key_prefix,
             max_request_bytes=self.hook.backend.request_limit_bytes,
             checked=checked,
+            fingerprints=fingerprints,
         )
 
     def _storage(self) -> Any:
@@ -167,6 +174,7 @@ class FanoutJob:
                 sink.release()
 
     def _run_into(self, source: InputFile | Sequence[Any], sink: ResultSink | None) -> dict[str, Any]:
+        fingerprints = FingerprintSpool()  # the first pass's, for the second
         try:
             scan = sink.scan() if sink is not None else OutputScan()
             if sink is not None:
@@ -185,6 +193,7 @@ class FanoutJob:
             for request in self._requests(source):
                 self._raise_if_stopped(sink)
                 total += 1
+                fingerprints.add(request.fingerprint)
                 if request.key in answered:
                     skipped += 1
                     if scan.fingerprints.get(request.key, request.fingerprint) != request.fingerprint:
@@ -211,7 +220,8 @@ class FanoutJob:
             )
             options = dataclasses.replace(self.options, total=total - skipped, keep_results=sink is None)
             self._log("Quota: %s", options.quota.describe())
-            remaining = (r for r in self._requests(source, checked=True) if r.key not in answered)
+            second_pass = self._requests(source, checked=True, fingerprints=fingerprints.replay())
+            remaining = (r for r in second_pass if r.key not in answered)
             self._raise_if_stopped(sink)
             result = asyncio.run(
                 self._fan_out(
@@ -232,6 +242,7 @@ class FanoutJob:
             )
             self.result = result
         finally:
+            fingerprints.close()
             if sink is not None:
                 sink.close()  # uploads a gs:// buffer: also when the run is being stopped
                 if self.result is None and self.answers:

@@ -21,6 +21,7 @@ from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
 from airflow_provider_ctxcache.exceptions import CacheNotFoundError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.operators import GenerateWithCacheOperator
+from airflow_provider_ctxcache.prompts import normalize_prompts
 from tests.hooks.conftest import ConnFactory, backend_extra
 from tests.operators.context import task_context
 from tests.output_files import output_lines
@@ -215,3 +216,19 @@ def test_a_bad_line_in_the_input_fails_before_any_call(
     with pytest.raises(CtxCacheConfigError, match=r"^input_uri line 51\.request\.tools"):
         operator(conn, name, tmp_path).execute(task_context())
     assert emulator.admin.state()["counts"]["generate_content"] == 0
+
+
+def test_each_answer_carries_the_fingerprint_of_its_own_request(
+    conn: str, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    name = new_cache(conn)
+    source = write_input(tmp_path / "in.jsonl", 30)
+    asked = [json.loads(line) for line in source.read_text().splitlines()]
+    # Worked out here in one reading, as the operator's first reading does.
+    expected = {request.key: request.fingerprint for request in normalize_prompts(asked)}
+
+    operator(conn, name, tmp_path, max_concurrency=8).execute(task_context())
+
+    stored = {line["key"]: line["requestHash"] for line in output_lines(tmp_path / "out")}
+    assert stored == expected
+    assert len(set(stored.values())) == 30  # thirty different requests, thirty different hashes
