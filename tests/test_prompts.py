@@ -14,6 +14,7 @@ from airflow_provider_ctxcache.prompts import (
     cache_id,
     iter_normalized,
     normalize_prompts,
+    sent_contents,
 )
 
 CACHE = "cachedContents/abc"
@@ -308,3 +309,31 @@ def test_an_unknown_request_field_is_refused() -> None:
 
 def test_a_non_string_key_is_refused() -> None:
     assert refused([{"key": 7, "request": {"contents": "q"}}]).startswith("prompts[0].key:")
+
+
+# -- what the fan-out hands the SDK ----------------------------------------------------------------
+
+
+def test_one_user_turn_of_one_text_part_is_sent_as_its_text() -> None:
+    # google-genai makes the same user turn of a string, for less CPU than reading the dict.
+    assert sent_contents([{"role": "user", "parts": [{"text": "What does clause 4 say?"}]}]) == (
+        "What does clause 4 say?"
+    )
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [
+        [{"parts": [{"text": "no role"}]}],
+        [{"role": "model", "parts": [{"text": "a model turn"}]}],
+        [{"role": "user", "parts": [{"text": "one"}, {"text": "two"}]}],
+        [{"role": "user", "parts": [{"text": "   "}]}],
+        [{"role": "user", "parts": [{"text": "q", "thought": False}]}],
+        [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "a"}]}],
+        [types.Part(text="a part")],
+        "already a string",
+    ],
+    ids=["no-role", "model-turn", "two-parts", "blank", "part-with-more", "two-turns", "sdk-part", "str"],
+)
+def test_every_other_shape_is_sent_as_it_is(contents: Any) -> None:
+    assert sent_contents(contents) is contents

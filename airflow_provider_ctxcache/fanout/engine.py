@@ -56,7 +56,7 @@ from airflow_provider_ctxcache.exceptions import (
 from airflow_provider_ctxcache.fanout.pacing import Pacer, QuotaLimits, Ticket
 from airflow_provider_ctxcache.fanout.records import KeyResult, Usage, answer_of
 from airflow_provider_ctxcache.hooks import ContextCacheHook, async_connections_cap
-from airflow_provider_ctxcache.prompts import PromptRequest
+from airflow_provider_ctxcache.prompts import PromptRequest, sent_contents
 from airflow_provider_ctxcache.retry import Backoff, is_transient
 
 MIN_CONCURRENCY = 1
@@ -418,6 +418,7 @@ class _Run:
     async def ask(self, request: PromptRequest) -> KeyResult:
         assert self.pacer is not None
         config = self.config_of(request)
+        contents = sent_contents(request.contents)
         attempt = 0
         while True:
             await self.wait_for_quota()
@@ -432,7 +433,7 @@ class _Run:
                 try:
                     response = await self.hook.agenerate(
                         model=self.model,
-                        contents=request.contents,
+                        contents=contents,
                         cache_name=self.cache_name,
                         config=config,
                         retries=False,

@@ -381,3 +381,17 @@ def test_a_call_that_never_answers_in_time_fails_its_key_naming_the_timeout(
     assert answer.attempts == 2
     assert answer.error is not None
     assert "no answer within 1 s (the connection's extra.timeout)" in answer.error
+
+
+def test_a_batch_line_reaches_the_service_as_written(
+    gemini_hook: ContextCacheHook, emulator: EmulatorProcess
+) -> None:
+    name = create_cache(gemini_hook)
+    turn = {"role": "user", "parts": [{"text": "Which port does record 3 name?"}]}
+    requests = normalize_prompts([{"key": "k", "request": {"contents": [turn]}}], cache_name=name)
+
+    result = fan_out(gemini_hook, name, requests, max_concurrency=1)
+
+    assert result.summary.succeeded == 1
+    [call] = [r for r in emulator.admin.requests() if r["op"] == "generate_content"]
+    assert call["body"]["contents"] == [turn]
