@@ -62,6 +62,7 @@ _KNOWN_REQUEST_FIELDS = frozenset(
     )
 )
 _KNOWN_PROMPT_FIELDS = frozenset(("key", "request"))
+_FORBIDDEN_REQUEST_FIELD_SET = frozenset(_FORBIDDEN_REQUEST_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -346,12 +347,12 @@ def _one_prompt(
         if fingerprint is None:
             fingerprint = _fingerprint(prompt, path, positional_key, max_request_bytes)
         return configs.request(positional_key, prompt, base, fingerprint)
-    if not isinstance(prompt, Mapping):
+    if not _is_mapping(prompt):
         raise CtxCacheConfigError(
             f"{path}: a {type(prompt).__name__} is not a prompt; use a non-empty string or a batch request "
             '{"key": "...", "request": {"contents": [...]}}.'
         )
-    unknown = sorted(str(k) for k in prompt if k not in _KNOWN_PROMPT_FIELDS)
+    unknown = _unknown(prompt, _KNOWN_PROMPT_FIELDS)
     if unknown:
         raise CtxCacheConfigError(
             f"{path}.{unknown[0]}: not a field of a batch request; a prompt dict holds only "
@@ -365,17 +366,18 @@ def _one_prompt(
             f"{path}.key: {key!r} is not a key; use a non-empty string, unique in the task."
         )
     request = prompt.get("request")
-    if not isinstance(request, Mapping):
+    if not _is_mapping(request):
         problem = "is missing" if request is None else f"a {type(request).__name__} is not a request"
         raise CtxCacheConfigError(
             f"{path}.request: {problem}; "
             'give {"contents": [{"role": "user", "parts": [{"text": "..."}]}]} in the Gemini batch format.'
         )
     where = f"{path}.request"
-    forbidden = [f"{where}.{name}" for name in _FORBIDDEN_REQUEST_FIELDS if request.get(name) is not None]
-    if forbidden:
-        raise ForbiddenWithCacheError(forbidden)
-    unknown = sorted(str(k) for k in request if k not in _KNOWN_REQUEST_FIELDS)
+    if not _FORBIDDEN_REQUEST_FIELD_SET.isdisjoint(request):
+        forbidden = [f"{where}.{name}" for name in _FORBIDDEN_REQUEST_FIELDS if request.get(name) is not None]
+        if forbidden:
+            raise ForbiddenWithCacheError(forbidden)
+    unknown = _unknown(request, _KNOWN_REQUEST_FIELDS)
     if unknown:
         raise CtxCacheConfigError(
             f"{where}.{unknown[0]}: not supported in a request against a cache; "
@@ -417,8 +419,21 @@ def _one_prompt(
 
 
 def _pick_key(request: Mapping[str, Any], names: Iterable[str]) -> str | None:
-    present = [name for name in names if name in request]
-    return present[0] if present else None
+    for name in names:
+        if name in request:
+            return name
+    return None
+
+
+def _unknown(fields: Mapping[Any, Any], known: frozenset[str]) -> list[str]:
+    """The names in ``fields`` that ``known`` lacks, sorted; built only when there are some."""
+    return [] if known.issuperset(fields) else sorted(str(k) for k in fields if k not in known)
+
+
+def _is_mapping(value: Any) -> bool:
+    # A dict, as JSON gives, is the common case: it skips the ABC's own check (its cost adds up
+    # over the two readings of a large input).
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _contents(value: Any, path: str, *, checked: bool = False) -> list[Any] | str:
@@ -427,31 +442,33 @@ def _contents(value: Any, path: str, *, checked: bool = False) -> list[Any] | st
         if not value.strip():
             raise CtxCacheConfigError(f"{path}: is an empty string; give the question's text.")
         return value
-    if value is None or (isinstance(value, Sequence) and not value):
+    if value is None or ((type(value) is list or isinstance(value, Sequence)) and not value):
         raise CtxCacheConfigError(
             f"{path}: is {'missing' if value is None else 'empty'}; give at least one content, "
             'e.g. [{"role": "user", "parts": [{"text": "..."}]}].'
         )
-    if isinstance(value, Mapping):
-        value = [value]
-    if not isinstance(value, Sequence):
-        raise CtxCacheConfigError(
-            f"{path}: a {type(value).__name__} is not a list of contents; "
-            'use [{"role": "user", "parts": [{"text": "..."}]}].'
-        )
+    if type(value) is not list:
+        if _is_mapping(value):
+            value = [value]
+        elif not isinstance(value, Sequence):
+            raise CtxCacheConfigError(
+                f"{path}: a {type(value).__name__} is not a list of contents; "
+                'use [{"role": "user", "parts": [{"text": "..."}]}].'
+            )
     if checked:
         return [_checked_content(item) for item in value]
     return [_content(item, f"{path}[{i}]") for i, item in enumerate(value)]
 
 
 def _content(item: Any, path: str) -> Any:
-    if isinstance(item, (str, types.Content, types.Part)):
-        return item
-    if not isinstance(item, Mapping):
-        raise CtxCacheConfigError(
-            f"{path}: a {type(item).__name__} is not a content; "
-            'use {"role": "user", "parts": [{"text": "..."}]} or a string.'
-        )
+    if type(item) is not dict:
+        if isinstance(item, (str, types.Content, types.Part)):
+            return item
+        if not isinstance(item, Mapping):
+            raise CtxCacheConfigError(
+                f"{path}: a {type(item).__name__} is not a content; "
+                'use {"role": "user", "parts": [{"text": "..."}]} or a string.'
+            )
     if _plain_text_turn(item):
         return _checked_content(item)
     model: type[types.Content] | type[types.Part] = types.Content if "parts" in item else types.Part
@@ -510,7 +527,7 @@ def _plain_text_turn(item: Mapping[str, Any]) -> bool:
 def _checked_content(item: Any) -> Any:
     """A content :func:`_content` accepted, as it is sent: a content dict stays a dict (the SDK
     reads a dict faster than it re-validates a model), a bare part becomes ``types.Part``."""
-    if not isinstance(item, Mapping):
+    if not _is_mapping(item):
         return item
     if "parts" in item:
         return item if isinstance(item, dict) else dict(item)
