@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,3 +34,12 @@ def peak_in_flight(emulator: EmulatorProcess, every: float = 0.05) -> Iterator[P
     finally:
         done.set()
         watcher.join()
+
+
+def wait_until_idle(emulator: EmulatorProcess, limit: float = 120.0) -> None:
+    """Until the emulator holds no request: calls a test gave up on must not count in the next test's peak."""
+    give_up = time.monotonic() + limit  # a bound for a broken emulator only, far past any call's hold
+    while emulator.admin.state()["in_flight"]:
+        if time.monotonic() > give_up:
+            raise AssertionError(f"the emulator still held requests after {limit:g} s")
+        time.sleep(0.05)

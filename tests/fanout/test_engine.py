@@ -30,7 +30,7 @@ from airflow_provider_ctxcache.hooks import ContextCacheHook, async_connections_
 from airflow_provider_ctxcache.prompts import PromptRequest, normalize_prompts
 from tests.fanout.conftest import CACHE_TOKENS, MODEL, create_cache
 from tests.hooks.conftest import ConnFactory, backend_extra
-from tests.in_flight import peak_in_flight
+from tests.in_flight import peak_in_flight, wait_until_idle
 
 
 def questions(n: int) -> list[PromptRequest]:
@@ -350,9 +350,10 @@ def test_a_run_within_the_clients_connections_gives_no_cap_warning(
 def test_a_call_that_outlives_the_connections_timeout_is_asked_again(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
-    hook = ContextCacheHook(make_conn("fanout_deadline", timeout=1, **backend_extra("gemini_api", emulator)))
+    hook = ContextCacheHook(make_conn("fanout_deadline", timeout=3, **backend_extra("gemini_api", emulator)))
     name = create_cache(hook)
-    # Only the first call is slow: its attempt ends at the 1 s deadline, the second is answered.
+    # Only the first call is held (past the deadline): its attempt ends at the 3 s deadline, and
+    # the second, not held, has all of 3 s to be answered even on a busy machine.
     emulator.admin.faults(latency_ms=5000, ops=["generate_content"], for_requests=1)
 
     result = fan_out(hook, name, questions(1), max_concurrency=1, options=FanoutOptions(backoff_initial=0.01))
@@ -360,6 +361,7 @@ def test_a_call_that_outlives_the_connections_timeout_is_asked_again(
     [answer] = result.results.values()
     assert (answer.ok, answer.attempts) == (True, 2)
     assert result.summary.retries == 1
+    wait_until_idle(emulator)  # the abandoned call, still held by the emulator
 
 
 def test_a_call_that_never_answers_in_time_fails_its_key_naming_the_timeout(
@@ -367,7 +369,7 @@ def test_a_call_that_never_answers_in_time_fails_its_key_naming_the_timeout(
 ) -> None:
     hook = ContextCacheHook(make_conn("fanout_no_time", timeout=1, **backend_extra("gemini_api", emulator)))
     name = create_cache(hook)
-    emulator.admin.faults(latency_ms=5000, ops=["generate_content"])
+    emulator.admin.faults(latency_ms=3000, ops=["generate_content"])  # past the 1 s deadline
 
     result = fan_out(
         hook,
@@ -381,6 +383,7 @@ def test_a_call_that_never_answers_in_time_fails_its_key_naming_the_timeout(
     assert answer.attempts == 2
     assert answer.error is not None
     assert "no answer within 1 s (the connection's extra.timeout)" in answer.error
+    wait_until_idle(emulator)  # the abandoned calls, still held by the emulator
 
 
 def test_a_batch_line_reaches_the_service_as_written(

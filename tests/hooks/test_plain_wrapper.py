@@ -18,6 +18,7 @@ from airflow_provider_ctxcache.exceptions import CtxCacheApiError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.operators import CreateCacheOperator
 from tests.hooks.conftest import ConnFactory, backend_extra
+from tests.in_flight import wait_until_idle
 from tests.operators.context import task_context
 
 MODEL = "gemini-2.5-flash"
@@ -115,10 +116,11 @@ def test_a_single_attempt_call_ends_at_the_connections_timeout(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
     hook = ContextCacheHook(make_conn("plain_deadline", timeout=1, **backend_extra("gemini_api", emulator)))
-    emulator.admin.faults(latency_ms=5000, ops=["generate_content"])
+    emulator.admin.faults(latency_ms=3000, ops=["generate_content"])  # past the 1 s deadline
 
     with pytest.raises(TimeoutError, match=r"no answer within 1 s \(the connection's extra.timeout\)"):
         asyncio.run(hook.agenerate(model=MODEL, contents="hi", retries=False))
+    wait_until_idle(emulator)  # the abandoned call, still held by the emulator
 
 
 @pytest.mark.parametrize("retries", [False, True], ids=["single-attempt", "with-retries"])
