@@ -500,13 +500,11 @@ def sent_contents(contents: list[Any] | str) -> list[Any] | str:
     if type(contents) is not list or len(contents) != 1:
         return contents
     turn = contents[0]
-    if type(turn) is not dict or turn.get("role") != "user" or len(turn) != 2:
+    if type(turn) is not dict or turn.get("role") != "user" or not _plain_text_turn(turn):
         return contents
-    parts = turn.get("parts")
-    if type(parts) is not list or len(parts) != 1 or type(parts[0]) is not dict or len(parts[0]) != 1:
-        return contents
-    text = parts[0].get("text")
-    return text if type(text) is str and text.strip() else contents
+    parts = turn["parts"]
+    text: str = parts[0]["text"]
+    return text if len(parts) == 1 and text.strip() else contents
 
 
 def _plain_text_turn(item: Mapping[str, Any]) -> bool:
