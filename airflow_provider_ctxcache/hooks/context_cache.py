@@ -29,6 +29,7 @@ from airflow_provider_ctxcache.exceptions import (
 )
 from airflow_provider_ctxcache.hooks.backend import Backend, backend_for
 from airflow_provider_ctxcache.hooks.client import local_server_refuses
+from airflow_provider_ctxcache.hooks.deadlines import CallDeadlines
 from airflow_provider_ctxcache.hooks.server_clock import server_now
 from airflow_provider_ctxcache.hooks.settings import BACKENDS, CONN_TYPE, ConnectionSettings
 from airflow_provider_ctxcache.model_facts import check_not_shut_down
@@ -73,6 +74,7 @@ class ContextCacheHook(BaseHook):
         super().__init__(**kwargs)
         self.ctxcache_conn_id = ctxcache_conn_id
         self.retry_attempts = retry_attempts
+        self._last_target: tuple[tuple[str, str | None], str | None] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(ctxcache_conn_id={self.ctxcache_conn_id!r})"
@@ -147,6 +149,11 @@ class ContextCacheHook(BaseHook):
         calls), which bounds each call with one deadline of its own: see ``http_options``."""
         return self._build(1, caller_deadline=True)
 
+    @cached_property
+    def _call_deadlines(self) -> CallDeadlines:
+        """The deadline of each ``agenerate(retries=False)`` call: the connection's timeout."""
+        return CallDeadlines(self.settings.timeout_seconds)
+
     def _clients(self) -> list[Client]:
         built = (self.__dict__.get(name) for name in _CLIENTS)
         return list({id(c): c for c in built if c is not None}.values())
@@ -160,6 +167,9 @@ class ContextCacheHook(BaseHook):
 
     async def aclose(self) -> None:
         """Closes the async clients; they belong to the event loop they first ran in."""
+        deadlines = self.__dict__.get("_call_deadlines")
+        if deadlines is not None:
+            deadlines.stop()
         for client in self._clients():
             await client.aio.aclose()
 
@@ -172,13 +182,19 @@ class ContextCacheHook(BaseHook):
         """
         try:
             yield
-        except APIError as error:
-            raise self.backend.translate_error(error, cache_name=cache_name, model=model) from None
         except Exception as error:
-            unreachable = self.backend.unreachable(error)
-            if unreachable is None:
+            named = self._named_error(error, cache_name=cache_name, model=model)
+            if named is error:
                 raise
-            raise unreachable from None
+            raise named from None
+
+    def _named_error(
+        self, error: Exception, *, cache_name: str | None = None, model: str | None = None
+    ) -> Exception:
+        """The provider's named case for ``error``, or ``error`` itself when it has none."""
+        if isinstance(error, APIError):
+            return self.backend.translate_error(error, cache_name=cache_name, model=model)
+        return self.backend.unreachable(error) or error
 
     def cache_name(self, name: Any, field: str = "cache_name") -> str:
         """The canonical full name (a short one expanded for this backend), or a config error."""
@@ -376,25 +392,50 @@ class ContextCacheHook(BaseHook):
         A ``config`` from :meth:`generation_config` for the same cache is sent as it is, without
         the per-call copy: callers making many calls prepare each distinct config once.
         """
-        await self.aload_settings()
-        check_not_shut_down(model)
-        cache_name = self.cache_name(cache_name) if cache_name else None
+        if "settings" not in self.__dict__:
+            await self.aload_settings()
+        cache_name = self._call_target(model, cache_name)
         generation_config = _generation_config(config, cache_name)
-        with self._api_errors(cache_name=cache_name, model=model):
+        # The errors are named inline, not with _api_errors: a fan-out makes this call per request.
+        try:
             if retries:
                 return await self._client.aio.models.generate_content(
                     model=model, contents=contents, config=generation_config
                 )
-            seconds = self.settings.timeout_seconds
+            task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("agenerate(retries=False) must run inside an asyncio task")
+            deadlines, cancelling = self._call_deadlines, task.cancelling()
+            deadlines.start(task)
             try:
-                async with asyncio.timeout(seconds):
-                    return await self._deadline_client.aio.models.generate_content(
-                        model=model, contents=contents, config=generation_config
-                    )
-            except TimeoutError:
-                raise TimeoutError(
-                    f"no answer within {seconds:g} s (the connection's extra.timeout)"
-                ) from None
+                return await self._deadline_client.aio.models.generate_content(
+                    model=model, contents=contents, config=generation_config
+                )
+            except asyncio.CancelledError:
+                if deadlines.timed_out(task, cancelling):
+                    raise TimeoutError(
+                        f"no answer within {deadlines.seconds:g} s (the connection's extra.timeout)"
+                    ) from None
+                raise
+            finally:
+                deadlines.end(task)
+        except Exception as error:
+            named = self._named_error(error, cache_name=cache_name, model=model)
+            if named is error:
+                raise
+            raise named from None
+
+    def _call_target(self, model: str, cache_name: str | None) -> str | None:
+        """The canonical cache name of a generate call, after the model check; both are worked
+        out once for the last (model, cache) this hook was asked about, not on every call."""
+        asked = (model, cache_name)
+        last = self._last_target
+        if last is not None and last[0] == asked:
+            return last[1]
+        check_not_shut_down(model)
+        canonical = self.cache_name(cache_name) if cache_name else None
+        self._last_target = (asked, canonical)
+        return canonical
 
     def generation_config(self, config: Any, cache_name: str | None) -> types.GenerateContentConfig:
         """The config a call against ``cache_name`` sends: ``cached_content`` set, function calling off.

@@ -14,7 +14,7 @@ import pytest
 
 from airflow_provider_ctxcache.emulator.process import EmulatorProcess
 from airflow_provider_ctxcache.emulator.tokens import text_of_tokens
-from airflow_provider_ctxcache.exceptions import CtxCacheApiError
+from airflow_provider_ctxcache.exceptions import CtxCacheApiError, CtxCacheConfigError
 from airflow_provider_ctxcache.hooks import ContextCacheHook
 from airflow_provider_ctxcache.operators import CreateCacheOperator
 from tests.hooks.conftest import ConnFactory, backend_extra
@@ -110,6 +110,25 @@ def test_deleting_a_cache_through_the_hook_leaves_its_staged_files_to_the_operat
     state = emulator.admin.state()
     assert state["caches"] == []
     assert [f["sizeBytes"] for f in state["files"]] == [str(11 * MB)]
+
+
+def test_agenerate_checks_each_model_and_cache_it_is_newly_asked_about(
+    emulator: EmulatorProcess, make_conn: ConnFactory
+) -> None:
+    """The checks are remembered for the last model and cache only: a new one is checked again."""
+    hook = ContextCacheHook(make_conn("plain_checks", **backend_extra("gemini_api", emulator)))
+
+    async def calls() -> None:
+        await hook.agenerate(model=MODEL, contents="hi", retries=False)
+        with pytest.raises(CtxCacheConfigError, match=r"^model: 'gemini-3-pro-preview' was shut down"):
+            await hook.agenerate(model="gemini-3-pro-preview", contents="hi", retries=False)
+        with pytest.raises(CtxCacheConfigError, match=r"^cache_name: 'not a cache!' is not a cache name"):
+            await hook.agenerate(model=MODEL, contents="hi", cache_name="not a cache!", retries=False)
+        await hook.agenerate(model=MODEL, contents="hi", retries=False)
+
+    asyncio.run(calls())
+
+    assert generate_calls(emulator) == 2
 
 
 def test_a_single_attempt_call_ends_at_the_connections_timeout(
