@@ -48,9 +48,9 @@ class CallDeadlines:
 
     def stop(self) -> None:
         """Ends the watchdog (a call started later starts a new one)."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and not watchdog.get_loop().is_closed():  # a closed loop ended it
+            watchdog.cancel()
 
     async def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         due = self._due

@@ -146,3 +146,24 @@ def test_a_timed_out_call_leaves_nothing_behind() -> None:
 
     assert deadlines._due == {}
     assert deadlines._expired == set()
+
+
+def test_stopping_a_watchdog_whose_event_loop_has_closed_does_nothing() -> None:
+    deadlines = CallDeadlines(3600)
+    loop = asyncio.new_event_loop()
+
+    async def begin_a_call() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.start(task)  # the watchdog now sleeps on this loop
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(begin_a_call())
+    watchdog = deadlines._watchdog
+    assert watchdog is not None
+    watchdog._log_destroy_pending = False  # type: ignore[attr-defined]  # closed while pending, on purpose
+    loop.close()
+
+    deadlines.stop()
+
+    assert deadlines._watchdog is None
