@@ -342,8 +342,7 @@ def test_shut_down_is_judged_by_date() -> None:
 
 
 def test_the_row_of_a_name_is_looked_up_once_but_the_verdict_follows_the_date() -> None:
-    """Hooks check a model on every new model they are asked about; the lookup is remembered per
-    name, the date is not."""
+    """The fan-out checks its model on every call; the lookup is remembered per name, the date is not."""
     name = "models/gemini-3-pro-preview"
     assert facts_for(name) is MODEL_FACTS["gemini-3-pro-preview"]
     hits = _facts_by_name.cache_info().hits

@@ -74,7 +74,6 @@ class ContextCacheHook(BaseHook):
         super().__init__(**kwargs)
         self.ctxcache_conn_id = ctxcache_conn_id
         self.retry_attempts = retry_attempts
-        self._last_target: tuple[tuple[str, str | None], str | None] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(ctxcache_conn_id={self.ctxcache_conn_id!r})"
@@ -182,19 +181,13 @@ class ContextCacheHook(BaseHook):
         """
         try:
             yield
+        except APIError as error:
+            raise self.backend.translate_error(error, cache_name=cache_name, model=model) from None
         except Exception as error:
-            named = self._named_error(error, cache_name=cache_name, model=model)
-            if named is error:
+            unreachable = self.backend.unreachable(error)
+            if unreachable is None:
                 raise
-            raise named from None
-
-    def _named_error(
-        self, error: Exception, *, cache_name: str | None = None, model: str | None = None
-    ) -> Exception:
-        """The provider's named case for ``error``, or ``error`` itself when it has none."""
-        if isinstance(error, APIError):
-            return self.backend.translate_error(error, cache_name=cache_name, model=model)
-        return self.backend.unreachable(error) or error
+            raise unreachable from None
 
     def cache_name(self, name: Any, field: str = "cache_name") -> str:
         """The canonical full name (a short one expanded for this backend), or a config error."""
@@ -392,12 +385,11 @@ class ContextCacheHook(BaseHook):
         A ``config`` from :meth:`generation_config` for the same cache is sent as it is, without
         the per-call copy: callers making many calls prepare each distinct config once.
         """
-        if "settings" not in self.__dict__:
-            await self.aload_settings()
-        cache_name = self._call_target(model, cache_name)
+        await self.aload_settings()
+        check_not_shut_down(model)
+        cache_name = self.cache_name(cache_name) if cache_name else None
         generation_config = _generation_config(config, cache_name)
-        # The errors are named inline, not with _api_errors: a fan-out makes this call per request.
-        try:
+        with self._api_errors(cache_name=cache_name, model=model):
             if retries:
                 return await self._client.aio.models.generate_content(
                     model=model, contents=contents, config=generation_config
@@ -419,23 +411,6 @@ class ContextCacheHook(BaseHook):
                 raise
             finally:
                 deadlines.end(task)
-        except Exception as error:
-            named = self._named_error(error, cache_name=cache_name, model=model)
-            if named is error:
-                raise
-            raise named from None
-
-    def _call_target(self, model: str, cache_name: str | None) -> str | None:
-        """The canonical cache name of a generate call, after the model check; both are worked
-        out once for the last (model, cache) this hook was asked about, not on every call."""
-        asked = (model, cache_name)
-        last = self._last_target
-        if last is not None and last[0] == asked:
-            return last[1]
-        check_not_shut_down(model)
-        canonical = self.cache_name(cache_name) if cache_name else None
-        self._last_target = (asked, canonical)
-        return canonical
 
     def generation_config(self, config: Any, cache_name: str | None) -> types.GenerateContentConfig:
         """The config a call against ``cache_name`` sends: ``cached_content`` set, function calling off.

@@ -112,10 +112,10 @@ def test_deleting_a_cache_through_the_hook_leaves_its_staged_files_to_the_operat
     assert [f["sizeBytes"] for f in state["files"]] == [str(11 * MB)]
 
 
-def test_agenerate_checks_each_model_and_cache_it_is_newly_asked_about(
+def test_agenerate_checks_the_model_and_cache_of_every_call(
     emulator: EmulatorProcess, make_conn: ConnFactory
 ) -> None:
-    """The checks are remembered for the last model and cache only: a new one is checked again."""
+    """A good call before does not let a shut-down model or a bad cache name through."""
     hook = ContextCacheHook(make_conn("plain_checks", **backend_extra("gemini_api", emulator)))
 
     async def calls() -> None:
