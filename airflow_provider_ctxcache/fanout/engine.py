@@ -341,7 +341,7 @@ class _Run:
         workers_needed = max_concurrency
         if isinstance(requests, Sized):
             workers_needed = max(1, min(max_concurrency, len(requests)))
-        self.warn_if_capped(workers_needed, max_concurrency)
+        workers_needed = self.within_connections(workers_needed, max_concurrency)
         shared = iter(requests)
         workers = [asyncio.create_task(self.worker(shared)) for _ in range(workers_needed)]
         all_workers: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*workers))
@@ -372,19 +372,26 @@ class _Run:
             raise fatal
         self.log_progress(final=True)
 
-    def warn_if_capped(self, workers: int, max_concurrency: int) -> None:
-        """Says so when the client cannot put all ``workers`` calls on the wire at once."""
+    def within_connections(self, workers: int, max_concurrency: int) -> int:
+        """At most as many workers as the client has connections, saying so when that is fewer.
+
+        A call past google-genai's httpx pool would only wait inside the client, whose queue of
+        waiting calls costs CPU on every call (docs/benchmark.md measures it); the engine's own
+        queue holds them instead.
+        """
         cap = async_connections_cap()
-        if cap is not None and workers > cap:
-            self.log.warning(
-                "max_concurrency=%d, but google-genai's httpx client keeps at most %d connections: "
-                "%d calls are on the wire at once and the rest wait in the client. Install "
-                "google-genai[aiohttp] (no connection cap) or set max_concurrency to %d or less.",
-                max_concurrency,
-                cap,
-                cap,
-                cap,
-            )
+        if cap is None or workers <= cap:
+            return workers
+        self.log.warning(
+            "max_concurrency=%d, but google-genai's httpx client keeps at most %d connections: "
+            "the run makes %d calls at once (more would only wait inside the client). Install "
+            "google-genai[aiohttp] (no connection cap) or set max_concurrency to %d or less.",
+            max_concurrency,
+            cap,
+            cap,
+            cap,
+        )
+        return cap
 
     async def worker(self, requests: Iterator[PromptRequest]) -> None:
         # One event loop thread: workers take turns on the shared iterator, never racing.
