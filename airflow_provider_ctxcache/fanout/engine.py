@@ -1,10 +1,11 @@
 """Bounded-concurrency fan-out of online ``generateContent`` calls against one cache.
 
-A fixed pool of ``max_concurrency`` workers pulls requests from one shared iterator, so the
-input is read lazily (a generator over a JSONL file works) and only ``max_concurrency`` requests
-are in flight at once. Each finished key is handed to ``on_result`` as it completes (the output
-writer), and is kept in memory only when ``FanoutOptions.keep_results`` says so, so memory
-stays flat in the number of prompts.
+A fixed pool of ``max_concurrency`` workers (no more than the client has connections: see
+``_Run.within_connections``) pulls requests from one shared iterator, so the input is read
+lazily (a generator over a JSONL file works) and only that many requests are in flight at
+once. Each finished key is handed to ``on_result`` as it completes (the output writer), and
+is kept in memory only when ``FanoutOptions.keep_results`` says so, so memory stays flat in the
+number of prompts.
 
 Per request:
 
