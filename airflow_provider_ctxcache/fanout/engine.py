@@ -377,8 +377,8 @@ class _Run:
         """At most as many workers as the client has connections, saying so when that is fewer.
 
         A call past google-genai's httpx pool would only wait inside the client, whose queue of
-        waiting calls costs CPU on every call (docs/benchmark.md measures it); the engine's own
-        queue holds them instead.
+        waiting calls costs CPU on every call (docs/benchmark.md measures it); the requests past
+        the cap stay unread in the input until a worker is free instead.
         """
         cap = async_connections_cap()
         if cap is None or workers <= cap:
