@@ -61,8 +61,9 @@ def async_connections_cap() -> int | None:
 
     The SDK sends async calls over aiohttp whenever it is importable (``google-genai[aiohttp]``),
     with a connector of no limit; else over httpx, whose default pool of 100 connections it keeps.
-    So over httpx a fan-out with ``max_concurrency`` above 100 still has 100 calls on the wire;
-    the rest wait inside the client. Measured, not assumed: see tests/fanout/test_engine.py.
+    So over httpx a fan-out runs no more than 100 workers, whatever its ``max_concurrency``:
+    more calls would only wait inside the client. Measured, not assumed: see
+    tests/fanout/test_engine.py.
     """
     return None if importlib.util.find_spec("aiohttp") is not None else HTTPX_POOL_CONNECTIONS
 
